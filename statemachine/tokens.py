@@ -185,8 +185,13 @@ class Discovery:
     token_endpoint: str
     registration_endpoint: str | None = None
     revocation_endpoint: str | None = None
+    #: The protected resource's ``scopes_supported`` (RFC 9728), for scope selection.
     scopes_supported: tuple[str, ...] | None = None
     iss_parameter_supported: bool = False
+    client_id_metadata_document_supported: bool = False
+    token_endpoint_auth_methods_supported: tuple[str, ...] | None = None
+    #: The authorization server's own ``scopes_supported`` (RFC 8414).
+    authorization_server_scopes_supported: tuple[str, ...] | None = None
 
 
 @attrs.frozen(kw_only=True)
