@@ -33,6 +33,7 @@ __all__ = [
     "Snapshot",
     "TokensIssued",
     "apply",
+    "apply_event",
     "fold",
 ]
 
@@ -151,10 +152,11 @@ def apply(state: TokenState, record: LogRecord) -> TokenState:
     starts_compacted_log = state.last_seq == 0 and isinstance(record.event, Snapshot)
     if record.seq != state.last_seq + 1 and not starts_compacted_log:
         raise SequenceError(f"expected sequence number {state.last_seq + 1}, found {record.seq}")
-    return attrs.evolve(_apply_event(state, record.event), last_seq=record.seq)
+    return attrs.evolve(apply_event(state, record.event), last_seq=record.seq)
 
 
-def _apply_event(state: TokenState, event: LogEvent) -> TokenState:
+def apply_event(state: TokenState, event: LogEvent) -> TokenState:
+    """Fold one event payload into the state (no sequence bookkeeping)."""
     match event:
         case ClientRegistered(client=client):
             return attrs.evolve(state, client=client)
@@ -163,10 +165,10 @@ def _apply_event(state: TokenState, event: LogEvent) -> TokenState:
         case DiscoveryRecorded(discovery=discovery):
             # A different issuer invalidates a client bound to the old one
             # (credentials never travel to another authorization server).
-            client = state.client
-            if client is not None and client.issuer is not None and client.issuer != discovery.issuer:
-                client = None
-            return attrs.evolve(state, discovery=discovery, client=client)
+            kept = state.client
+            if kept is not None and kept.issuer is not None and kept.issuer != discovery.issuer:
+                kept = None
+            return attrs.evolve(state, discovery=discovery, client=kept)
         case TokensIssued(tokens=tokens):
             return attrs.evolve(state, tokens=tokens, refresh_rejected=False, logged_out=False)
         case RefreshFailedEvent(final=final):
