@@ -463,10 +463,10 @@ def decode_line(line: bytes, *, server: str) -> LogRecord:
     cut = len(line) - _CRC_SUFFIX_LEN
     if line[cut : cut + len(_CRC_PREFIX)] != _CRC_PREFIX:
         raise FramingError("crc: missing")
-    try:
-        stored = int(line[cut + len(_CRC_PREFIX) : -2], 16)
-    except ValueError:
-        raise FramingError("crc: not hexadecimal") from None
+    digits = line[cut + len(_CRC_PREFIX) : -2]
+    if digits.strip(b"0123456789abcdef"):
+        raise FramingError("crc: not lowercase hexadecimal")
+    stored = int(digits, 16)
     if zlib.crc32(b"}", zlib.crc32(line[:cut])) != stored:
         raise FramingError("crc: checksum mismatch")
     try:
