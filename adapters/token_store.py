@@ -105,6 +105,8 @@ _BROKEN_SUFFIX: Final = ".broken"
 _COMPACT_SUFFIX: Final = ".compact-tmp"
 _LOCK_SUFFIX: Final = ".lock"
 _LEGACY_MAX_BYTES: Final = 1 << 20
+#: Seconds between attempts on a held lock (a refresh hands over within a few milliseconds).
+_LOCK_POLL: Final = 0.005
 _READ_CHUNK: Final = 1 << 22
 _NOFOLLOW: Final = os.O_NOFOLLOW | os.O_CLOEXEC
 #: Opening must not block on a FIFO planted where a file is expected.
@@ -214,7 +216,7 @@ class ServerLog:
         self._legacy_name = legacy_file_name(server)
         self._compact_threshold = compact_threshold
         self._lock_path = token_dir / (stem + _LOCK_SUFFIX)
-        self._lock = filelock.FileLock(self._lock_path, mode=0o600)
+        self._lock = filelock.FileLock(self._lock_path, mode=0o600, poll_interval=_LOCK_POLL)
         self._mutex = threading.Lock()
         self._cache: _Scan | None = None
 

@@ -6,13 +6,17 @@ Workers live here (not in a test module) so that processes started with the
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import random
 import time
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
+import httpx2
 from hypothesis import strategies as st
 
 from mcp_tether.adapters.token_store import TokenStore
@@ -29,7 +33,10 @@ from mcp_tether.statemachine.tokenlog import (
     Snapshot,
     TokensIssued,
 )
-from mcp_tether.statemachine.tokens import ClientRegistration, Discovery, TokenSet, TokenState
+from mcp_tether.statemachine.tokens import ClientRegistration, Discovery, Freshness, TokenSet, TokenState
+
+#: Virtual seconds between expiry rounds: longer than any access token lives in those tests.
+ROUND_SECONDS = 100_000.0
 
 # --- strategies ---------------------------------------------------------------
 
@@ -155,3 +162,114 @@ def kill_target_worker(
         size = rng.choice([40, 200, 3000, 9000])
         log.append([TokensIssued(tokens=sample_tokens(n, size=size), grant=f"n{n}")], at=time.time())
         acks.send(n)
+
+
+# --- refresh against a local authorization server -----------------------------
+
+CLIENT_ID = "tether-test-client"
+REDIRECT_URI = "http://127.0.0.1:9/callback"
+
+
+def fingerprint(secret: str | None) -> str:
+    """A short digest of a secret, safe to send between processes and print."""
+    return hashlib.sha256((secret or "").encode()).hexdigest()[:16]
+
+
+def authorize(client: httpx2.Client, base_url: str, *, received_at: float) -> TokenSet:
+    """The browser step, done headless: auto-approved code + PKCE, then the code exchange."""
+    verifier = base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    answer = client.get(
+        f"{base_url}/authorize",
+        params={
+            "response_type": "code",
+            "client_id": CLIENT_ID,
+            "redirect_uri": REDIRECT_URI,
+            "state": "s" * 22,
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        },
+    )
+    assert answer.status_code == 302, answer.status_code
+    code = parse_qs(urlsplit(answer.headers["location"]).query)["code"][0]
+    response = client.post(
+        f"{base_url}/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT_URI,
+            "code_verifier": verifier,
+            "client_id": CLIENT_ID,
+        },
+    )
+    response.raise_for_status()
+    tokens = TokenSet.from_token_response(response.json(), received_at=received_at)
+    assert tokens is not None
+    return tokens
+
+
+def refresh(
+    client: httpx2.Client, base_url: str, current: TokenSet, *, received_at: float
+) -> TokenSet | None:
+    """One refresh-token grant; None when the server answers ``invalid_grant``."""
+    response = client.post(
+        f"{base_url}/token",
+        data={"grant_type": "refresh_token", "refresh_token": current.refresh_token, "client_id": CLIENT_ID},
+    )
+    if response.status_code == 400 and response.json().get("error") == "invalid_grant":
+        return None
+    response.raise_for_status()
+    tokens = TokenSet.from_token_response(response.json(), received_at=received_at, previous=current)
+    assert tokens is not None
+    return tokens
+
+
+def expiry_round_worker(
+    token_dir: str, server: str, base_url: str, rounds: int, barrier: Barrier, report: Connection
+) -> None:
+    """At each round's barrier the stored token is expired (virtual clock); refresh it at most once.
+
+    The protocol under test: lock, re-read, refresh only if still stale, append, release.
+    Reports ``(round, refreshed_here)`` per round, then the final refresh token's fingerprint.
+    """
+    log = TokenStore(Path(token_dir)).log(server)
+    with httpx2.Client(timeout=10.0) as client:
+        for round_ in range(1, rounds + 1):
+            now = round_ * ROUND_SECONDS  # everyone agrees the token from the previous round has expired
+            barrier.wait(timeout=60)
+            refreshed = False
+            with log.locked(timeout=60) as locked:
+                state = locked.read().state
+                assert state.tokens is not None
+                if state.freshness(now) is not Freshness.VALID:
+                    tokens = refresh(client, base_url, state.tokens, received_at=now)
+                    assert tokens is not None, "invalid_grant: a refresh token was reused"
+                    locked.append([TokensIssued(tokens=tokens, grant="refresh_token")], at=now)
+                    refreshed = True
+            report.send((round_, refreshed))
+    final = log.read().state
+    report.send(("final", fingerprint(final.refresh_token)))
+
+
+def refresh_kill_target_worker(token_dir: str, server: str, base_url: str, acks: Connection) -> None:
+    """Refresh and append until killed; fall back to the (headless) browser step on invalid_grant.
+
+    Sends ``(kind, access-token fingerprint)`` after each append returned.
+    """
+    log = TokenStore(Path(token_dir)).log(server)
+    with httpx2.Client(timeout=10.0) as client:
+        for _ in range(1_000_000):
+            with log.locked(timeout=30) as locked:
+                state = locked.read().state
+                now = time.time()
+                tokens = (
+                    None if state.tokens is None else refresh(client, base_url, state.tokens, received_at=now)
+                )
+                if tokens is not None:
+                    locked.append([TokensIssued(tokens=tokens, grant="refresh_token")], at=now)
+                    acks.send(("refresh", fingerprint(tokens.access_token)))
+                    continue
+                locked.append([RefreshFailedEvent(reason="invalid_grant", final=True)], at=now)
+                tokens = authorize(client, base_url, received_at=now)
+                locked.append([TokensIssued(tokens=tokens, grant="authorization_code")], at=now)
+                acks.send(("browser", fingerprint(tokens.access_token)))
