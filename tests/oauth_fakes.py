@@ -13,8 +13,8 @@ import hashlib
 import itertools
 import json
 import threading
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, cast
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx2
@@ -53,8 +53,15 @@ def as_document(**overrides: Any) -> dict[str, Any]:
     return {key: value for key, value in document.items() if value is not None}
 
 
-def form_of(request: httpx2.Request) -> dict[str, str]:
-    return {key: values[0] for key, values in parse_qs(request.content.decode()).items()}
+def form_of(request: object) -> dict[str, str]:
+    """The form fields of a recorded request (respx types it as httpx's; it is httpx2's)."""
+    content = cast(httpx2.Request, request).content
+    return {key: values[0] for key, values in parse_qs(content.decode()).items()}
+
+
+def handler(function: Callable[[httpx2.Request], httpx2.Response | Awaitable[httpx2.Response]]) -> Any:
+    """A respx side effect (respx is typed against httpx; after ``alias_httpx()`` those are httpx2's)."""
+    return function
 
 
 class FakeAuthorizationServer:
@@ -77,10 +84,12 @@ class FakeAuthorizationServer:
         router.get("https://mcp.example/.well-known/oauth-protected-resource").respond(404)
         self.metadata = router.get(AS_METADATA_URL).respond(200, json=as_document())
         router.get(f"{ISSUER}/.well-known/openid-configuration").respond(404)
-        self.register = router.post(f"{ISSUER}/register").mock(side_effect=self._register)
-        self.authorize = router.get(url__startswith=f"{ISSUER}/authorize").mock(side_effect=self._authorize)
-        self.token = router.post(TOKEN_URL).mock(side_effect=self._token)
-        self.revoke = router.post(f"{ISSUER}/revoke").mock(side_effect=self._revoke)
+        self.register = router.post(f"{ISSUER}/register").mock(side_effect=handler(self._register))
+        self.authorize = router.get(url__startswith=f"{ISSUER}/authorize").mock(
+            side_effect=handler(self._authorize)
+        )
+        self.token = router.post(TOKEN_URL).mock(side_effect=handler(self._token))
+        self.revoke = router.post(f"{ISSUER}/revoke").mock(side_effect=handler(self._revoke))
 
     def _next(self, prefix: str) -> str:
         with self._lock:

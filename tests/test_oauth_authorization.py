@@ -18,6 +18,7 @@ from oauth_fakes import (
     as_document,
     assert_secrets_only_sent_to,
     form_of,
+    handler,
 )
 
 from mcp_tether.adapters.authorization import (
@@ -134,7 +135,7 @@ async def test_access_denied(oauth: OAuthClient, server: FakeAuthorizationServer
         answer = urlencode({"error": "access_denied", "state": params["state"], "iss": ISSUER})
         return httpx2.Response(302, headers={"Location": f"{params['redirect_uri']}?{answer}"})
 
-    server.authorize.side_effect = deny
+    server.authorize.side_effect = handler(deny)
     with pytest.raises(AuthorizationDenied, match="access_denied") as caught:
         await _authorize(oauth, Browser())
     assert caught.value.error == "access_denied"
@@ -149,8 +150,7 @@ async def test_nobody_completes_it(oauth: OAuthClient, server: FakeAuthorization
 
 
 async def test_transient_code_exchange_failure(oauth: OAuthClient, server: FakeAuthorizationServer) -> None:
-    server.token.side_effect = None
-    server.token.return_value = httpx2.Response(503, text="<html>busy</html>")
+    server.token.side_effect = handler(lambda request: httpx2.Response(503, text="<html>busy</html>"))
     browser = Browser()
     with pytest.raises(TokenExchangeFailed) as caught:
         await _authorize(oauth, browser)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import attrs
 import httpx2
 import pytest
 import respx
-from oauth_fakes import ISSUER, SERVER_URL, TOKEN_URL, assert_secrets_only_sent_to
+from oauth_fakes import ISSUER, SERVER_URL, TOKEN_URL, assert_secrets_only_sent_to, handler
 
 from mcp_tether.adapters.oauth import OAuthClient, OAuthSettings, RegistrationError
 from mcp_tether.statemachine.failures import FailureClass
@@ -42,7 +43,7 @@ def registrations(router: respx.Router) -> respx.Route:
         secret = {"client_secret": "minted-secret"} if body["token_endpoint_auth_method"] != "none" else {}
         return httpx2.Response(201, json={**body, "client_id": f"dyn-{len(route.calls)}", **secret})
 
-    route = router.post(REGISTER_URL).mock(side_effect=register)
+    route = router.post(REGISTER_URL).mock(side_effect=handler(register))
     return route
 
 
@@ -52,7 +53,7 @@ async def http() -> AsyncIterator[httpx2.AsyncClient]:
         yield client
 
 
-def make(http: httpx2.AsyncClient, **settings: object) -> OAuthClient:
+def make(http: httpx2.AsyncClient, **settings: Any) -> OAuthClient:
     return OAuthClient(
         http, server_name="notes", server_url=SERVER_URL, settings=OAuthSettings(**settings), clock=float
     )

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import email.utils
 import json
+import webbrowser
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 import respx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from oauth_fakes import ISSUER, SERVER_URL, TOKEN_URL, form_of
+from oauth_fakes import ISSUER, SERVER_URL, TOKEN_URL, form_of, handler
 
 from mcp_tether.adapters.oauth import OAuthClient, OAuthSettings, TokenFailure, parse_retry_after
 from mcp_tether.statemachine.failures import FailureClass
@@ -38,6 +39,15 @@ TOKENS = TokenSet(
     issued_at=NOW - 4000,
     expires_in=3600,
 )
+
+
+@pytest.fixture(autouse=True)
+def no_browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Token requests, failed or not, never open a browser."""
+    opened: list[str] = []
+    monkeypatch.setattr(webbrowser, "open", lambda url, *args, **kwargs: opened.append(url))
+    yield
+    assert opened == []
 
 
 @pytest.fixture
@@ -163,7 +173,7 @@ async def test_slow_drip_response_hits_the_total_deadline(router: respx.Router) 
         await asyncio.sleep(5)
         return httpx2.Response(200, json={"access_token": "late"})
 
-    router.post(TOKEN_URL).mock(side_effect=slow)
+    router.post(TOKEN_URL).mock(side_effect=handler(slow))
     async with httpx2.AsyncClient() as http:
         oauth = OAuthClient(
             http, server_name="notes", server_url=SERVER_URL, settings=OAuthSettings(), clock=float,
@@ -347,7 +357,7 @@ bodies = st.one_of(
     retry_after=st.none() | st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF), max_size=30),
 )
 def test_hostile_token_responses_never_raise(status: int, body: bytes, retry_after: str | None) -> None:
-    headers = {"Retry-After": retry_after.encode("latin-1")} if retry_after is not None else {}
+    headers = {b"Retry-After": retry_after.encode("latin-1")} if retry_after is not None else {}
 
     async def run() -> TokenSet | TokenFailure:
         with respx.mock(assert_all_called=False) as mock:
