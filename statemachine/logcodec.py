@@ -133,7 +133,14 @@ def _discovery_to_json(discovery: Discovery) -> JsonObject:
             None if discovery.scopes_supported is None else list(discovery.scopes_supported)
         ),
         "iss_parameter_supported": discovery.iss_parameter_supported,
+        "client_id_metadata_document_supported": discovery.client_id_metadata_document_supported,
+        "token_endpoint_auth_methods_supported": _opt_list(discovery.token_endpoint_auth_methods_supported),
+        "authorization_server_scopes_supported": _opt_list(discovery.authorization_server_scopes_supported),
     }
+
+
+def _opt_list(values: tuple[str, ...] | None) -> list[str] | None:
+    return None if values is None else list(values)
 
 
 def _tokens_to_json(tokens: TokenSet) -> JsonObject:
@@ -324,7 +331,19 @@ def _discovery_from_json(obj: Mapping[str, Any], path: str) -> Discovery:
         revocation_endpoint=_opt_str(obj, "revocation_endpoint", path),
         scopes_supported=None if scopes is None else _str_tuple(scopes, "scopes_supported", path),
         iss_parameter_supported=_bool(obj, "iss_parameter_supported", path),
+        # Added later: absent from older lines, where they take their defaults.
+        client_id_metadata_document_supported=(
+            "client_id_metadata_document_supported" in obj
+            and _bool(obj, "client_id_metadata_document_supported", path)
+        ),
+        token_endpoint_auth_methods_supported=_opt_str_tuple(obj, "token_endpoint_auth_methods_supported", path),
+        authorization_server_scopes_supported=_opt_str_tuple(obj, "authorization_server_scopes_supported", path),
     )
+
+
+def _opt_str_tuple(obj: Mapping[str, Any], key: str, path: str) -> tuple[str, ...] | None:
+    value = obj.get(key)
+    return None if value is None else _str_tuple(value, key, path)
 
 
 def _tokens_from_json(obj: Mapping[str, Any], path: str) -> TokenSet:
