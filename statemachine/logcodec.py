@@ -336,8 +336,12 @@ def _discovery_from_json(obj: Mapping[str, Any], path: str) -> Discovery:
             "client_id_metadata_document_supported" in obj
             and _bool(obj, "client_id_metadata_document_supported", path)
         ),
-        token_endpoint_auth_methods_supported=_opt_str_tuple(obj, "token_endpoint_auth_methods_supported", path),
-        authorization_server_scopes_supported=_opt_str_tuple(obj, "authorization_server_scopes_supported", path),
+        token_endpoint_auth_methods_supported=_opt_str_tuple(
+            obj, "token_endpoint_auth_methods_supported", path
+        ),
+        authorization_server_scopes_supported=_opt_str_tuple(
+            obj, "authorization_server_scopes_supported", path
+        ),
     )
 
 
