@@ -586,8 +586,9 @@ class OAuthClient:
             except ValidationError:
                 continue
             issuer = _raw_str(raw, "issuer") or str(metadata.issuer)
-            legacy_match = authorization_server is None and issuers_match(issuer, expected)
-            if issuer != expected and not legacy_match:
+            # Exact match (RFC 8414 section 3.3), except that a root issuer with and
+            # without its trailing slash names the same server.
+            if not issuers_match(issuer, expected):
                 raise InsecureServerError(
                     f"Server '{self._server_name}': the authorization server metadata at {url} names the "
                     f"issuer {_quote_server_text(issuer)}, not the expected {expected} (RFC 8414 section "

@@ -99,13 +99,20 @@ async def test_pkce_without_s256_is_refused(
     assert server.register.call_count == server.authorize.call_count == server.token.call_count == 0
 
 
-@pytest.mark.parametrize("issuer", ["https://evil.example", f"{ISSUER}/", "https://AS.example"])
+@pytest.mark.parametrize("issuer", ["https://evil.example", f"{ISSUER}/tenant", "https://AS.example"])
 async def test_wrong_issuer_in_metadata_is_refused(
     oauth: OAuthClient, server: FakeAuthorizationServer, issuer: str
 ) -> None:
     server.metadata.respond(200, json=as_document(issuer=issuer))
     with pytest.raises(InsecureServerError, match="issuer"):
         await oauth.discover(WWW_AUTHENTICATE)
+
+
+async def test_root_issuer_with_trailing_slash_is_the_same_server(
+    oauth: OAuthClient, server: FakeAuthorizationServer
+) -> None:
+    server.metadata.respond(200, json=as_document(issuer=f"{ISSUER}/"))
+    assert (await oauth.discover(WWW_AUTHENTICATE)).issuer == f"{ISSUER}/"
 
 
 async def test_resource_that_does_not_cover_the_server_is_refused(
