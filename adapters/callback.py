@@ -251,9 +251,7 @@ class LoopbackCallbackServer:
             method, target, _version = lines[0].split(" ")
         except (UnicodeDecodeError, ValueError):
             return "400 Bad Request", _page("Bad request", "The request could not be read.", name)
-        hosts = [
-            line.split(":", 1)[1].strip().lower() for line in lines[1:] if line.lower().startswith("host:")
-        ]
+        hosts = [line.split(":", 1)[1].strip().lower() for line in lines[1:] if line.lower().startswith("host:")]
         allowed = {f"127.0.0.1:{self._port}", f"localhost:{self._port}"}
         if len(hosts) != 1 or hosts[0] not in allowed:
             return "421 Misdirected Request", _page(
@@ -311,9 +309,7 @@ class LoopbackCallbackServer:
         if error is not None or "code" not in params or not params["code"]:
             error = error or "invalid_request"
             self._settle(
-                CallbackResult(
-                    status=CallbackStatus.ERROR, error=error, error_description=description, iss=iss
-                )
+                CallbackResult(status=CallbackStatus.ERROR, error=error, error_description=description, iss=iss)
             )
             denied = error == "access_denied"
             return "200 OK" if denied else "400 Bad Request", _page(

@@ -185,9 +185,7 @@ class _TransportTrouble(Exception):
     """A request produced no usable HTTP response (timeout, connection error, oversized body)."""
 
 
-def select_scope(
-    www_authenticate: str | None, discovery: Discovery, configured: str | None = None
-) -> str | None:
+def select_scope(www_authenticate: str | None, discovery: Discovery, configured: str | None = None) -> str | None:
     """Choose the scope to request in a new authorization.
 
     Order: the configured scope, then the ``scope`` of the 401's
@@ -432,9 +430,7 @@ class OAuthClient:
                     if size > MAX_RESPONSE_BYTES:
                         raise _TransportTrouble(f"{url} answered more than {MAX_RESPONSE_BYTES} bytes")
                     chunks.append(chunk)
-                return _Reply(
-                    status=response.status_code, headers=response.headers, body=b"".join(chunks), url=url
-                )
+                return _Reply(status=response.status_code, headers=response.headers, body=b"".join(chunks), url=url)
         except httpx2.HTTPError as exc:
             raise _TransportTrouble(f"request to {url} failed: {type(exc).__name__}") from exc
         except (httpx2.InvalidURL, UnicodeError, ValueError) as exc:
@@ -557,9 +553,7 @@ class OAuthClient:
             metadata_raw,
             resource=resource,
             resource_metadata_url=prm_url,
-            scopes_supported=tuple(prm.scopes_supported)
-            if prm and prm.scopes_supported is not None
-            else None,
+            scopes_supported=tuple(prm.scopes_supported) if prm and prm.scopes_supported is not None else None,
         )
 
     async def _authorization_server_metadata(
@@ -570,9 +564,7 @@ class OAuthClient:
         else:
             parts = urlsplit(self._server_url)
             expected = f"{parts.scheme.lower()}://{parts.netloc.lower()}"
-        for url in build_oauth_authorization_server_metadata_discovery_urls(
-            authorization_server, self._server_url
-        ):
+        for url in build_oauth_authorization_server_metadata_discovery_urls(authorization_server, self._server_url):
             reply = await self._get_metadata(url)
             if reply.status >= 500 or reply.status == 429:
                 raise self._discovery_failed(f"{url} answered HTTP {reply.status}", FailureClass.TRANSIENT)
@@ -732,11 +724,7 @@ class OAuthClient:
                 token_endpoint_auth_method="none",  # noqa: S106  # a method name, not a password
                 source="metadata_document",
             )
-        if (
-            current is not None
-            and current.source == "dynamic"
-            and self._reusable(current, discovery, redirect_uri)
-        ):
+        if current is not None and current.source == "dynamic" and self._reusable(current, discovery, redirect_uri):
             return current
         return await self._register(discovery, redirect_uri, scope)
 
@@ -763,9 +751,7 @@ class OAuthClient:
             return preferred[0]
         return next((method for method in preferred if method in offered), preferred[0])
 
-    async def _register(
-        self, discovery: Discovery, redirect_uri: str | None, scope: str | None
-    ) -> ClientRegistration:
+    async def _register(self, discovery: Discovery, redirect_uri: str | None, scope: str | None) -> ClientRegistration:
         endpoint = discovery.registration_endpoint
         if endpoint is None:
             raise RegistrationError(
@@ -781,9 +767,7 @@ class OAuthClient:
                 server_name=self._server_name,
                 failure_class=FailureClass.FINAL,
             )
-        method = self._settings.token_endpoint_auth_method or self._default_auth_method(
-            discovery, has_secret=False
-        )
+        method = self._settings.token_endpoint_auth_method or self._default_auth_method(discovery, has_secret=False)
         registered_scope = union_scopes(scope, " ".join(discovery.scopes_supported or ()) or None)
         try:
             client_metadata = OAuthClientMetadata(
@@ -818,11 +802,7 @@ class OAuthClient:
             detail = _oauth_error_text(reply.body) or f"HTTP {reply.status}"
             raise RegistrationError(
                 f"Server '{self._server_name}': client registration at {endpoint} was refused ({detail}); "
-                + (
-                    "it will be retried."
-                    if transient
-                    else "register a client by hand and configure client_id."
-                ),
+                + ("it will be retried." if transient else "register a client by hand and configure client_id."),
                 server_name=self._server_name,
                 failure_class=FailureClass.TRANSIENT if transient else FailureClass.FINAL,
             )
@@ -875,9 +855,7 @@ class OAuthClient:
         """
         endpoint = discovery.authorization_endpoint
         if endpoint is None:
-            raise self._discovery_failed(
-                "the authorization server has no authorization endpoint", FailureClass.FINAL
-            )
+            raise self._discovery_failed("the authorization server has no authorization endpoint", FailureClass.FINAL)
         params = {
             "response_type": "code",
             "client_id": client.client_id,
@@ -926,9 +904,7 @@ class OAuthClient:
             "redirect_uri": redirect_uri,
             "code_verifier": code_verifier,
         }
-        result = await self._token_request(
-            discovery, client, form, previous=None, secrets=(code, code_verifier)
-        )
+        result = await self._token_request(discovery, client, form, previous=None, secrets=(code, code_verifier))
         if isinstance(result, TokenSet) and result.scope is None and scope is not None:
             result = attrs.evolve(result, scope=scope)
         return result
@@ -955,9 +931,7 @@ class OAuthClient:
         form = {"grant_type": "refresh_token", "refresh_token": tokens.refresh_token}
         if scope:
             form["scope"] = scope
-        return await self._token_request(
-            discovery, client, form, previous=tokens, secrets=(tokens.refresh_token,)
-        )
+        return await self._token_request(discovery, client, form, previous=tokens, secrets=(tokens.refresh_token,))
 
     async def client_credentials(
         self, discovery: Discovery, client: ClientRegistration, scope: str | None
@@ -1022,9 +996,7 @@ class OAuthClient:
             form["resource"] = discovery.resource
         headers, problem = self._client_authentication(client, form)
         if problem is not None:
-            return TokenFailure(
-                failure_class=FailureClass.CLIENT_INVALID, reason=f"Server '{name}': {problem}."
-            )
+            return TokenFailure(failure_class=FailureClass.CLIENT_INVALID, reason=f"Server '{name}': {problem}.")
         redact = (*secrets, *((client.client_secret,) if client.client_secret else ()))
         try:
             reply = await self._send("POST", endpoint, data=form, headers=headers)

@@ -85,9 +85,7 @@ class FakeAuthorizationServer:
         self.metadata = router.get(AS_METADATA_URL).respond(200, json=as_document())
         router.get(f"{ISSUER}/.well-known/openid-configuration").respond(404)
         self.register = router.post(f"{ISSUER}/register").mock(side_effect=handler(self._register))
-        self.authorize = router.get(url__startswith=f"{ISSUER}/authorize").mock(
-            side_effect=handler(self._authorize)
-        )
+        self.authorize = router.get(url__startswith=f"{ISSUER}/authorize").mock(side_effect=handler(self._authorize))
         self.token = router.post(TOKEN_URL).mock(side_effect=handler(self._token))
         self.revoke = router.post(f"{ISSUER}/revoke").mock(side_effect=handler(self._revoke))
 
@@ -166,9 +164,7 @@ class Browser:
         return True
 
 
-def assert_secrets_only_sent_to(
-    calls: Iterable[Any], secrets: Iterable[str], allowed: str | None = TOKEN_URL
-) -> None:
+def assert_secrets_only_sent_to(calls: Iterable[Any], secrets: Iterable[str], allowed: str | None = TOKEN_URL) -> None:
     """No recorded request carries any of ``secrets`` except those sent to ``allowed``."""
     needles = [secret for secret in secrets if secret]
     for call in calls:

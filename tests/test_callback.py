@@ -40,9 +40,7 @@ async def test_binds_loopback_only_on_an_ephemeral_port(server: LoopbackCallback
     assert {sock.getsockname()[0] for sock in server._server.sockets} == {"127.0.0.1"}
 
 
-async def test_code_with_right_state_and_issuer(
-    server: LoopbackCallbackServer, http: httpx2.AsyncClient
-) -> None:
+async def test_code_with_right_state_and_issuer(server: LoopbackCallbackServer, http: httpx2.AsyncClient) -> None:
     page = await _hit(http, server, code="c0de", state=STATE, iss=ISSUER)
     assert page.status_code == 200
     assert "Signed in" in page.text
@@ -77,18 +75,14 @@ async def test_duplicate_state_parameters_do_not_match(
     assert (await server.wait(0.05)).status is CallbackStatus.TIMEOUT
 
 
-async def test_second_hit_after_success_is_refused(
-    server: LoopbackCallbackServer, http: httpx2.AsyncClient
-) -> None:
+async def test_second_hit_after_success_is_refused(server: LoopbackCallbackServer, http: httpx2.AsyncClient) -> None:
     await _hit(http, server, code="c0de", state=STATE, iss=ISSUER)
     again = await _hit(http, server, code="other", state=STATE, iss=ISSUER)
     assert again.status_code == 410
     assert (await server.wait(1)).code == "c0de"
 
 
-@pytest.mark.parametrize(
-    "host", ["evil.example", f"evil.example:{0}", "127.0.0.1:1", "localhost.evil.example"]
-)
+@pytest.mark.parametrize("host", ["evil.example", f"evil.example:{0}", "127.0.0.1:1", "localhost.evil.example"])
 async def test_foreign_host_header_is_refused(
     server: LoopbackCallbackServer, http: httpx2.AsyncClient, host: str
 ) -> None:
@@ -99,9 +93,7 @@ async def test_foreign_host_header_is_refused(
     assert (await server.wait(0.05)).status is CallbackStatus.TIMEOUT
 
 
-async def test_localhost_host_header_is_accepted(
-    server: LoopbackCallbackServer, http: httpx2.AsyncClient
-) -> None:
+async def test_localhost_host_header_is_accepted(server: LoopbackCallbackServer, http: httpx2.AsyncClient) -> None:
     page = await http.get(
         f"http://localhost:{server.port}/callback", params={"code": "c", "state": STATE, "iss": ISSUER}
     )
@@ -140,9 +132,7 @@ async def test_access_denied(server: LoopbackCallbackServer, http: httpx2.AsyncC
     assert result.error == "access_denied"
 
 
-async def test_forged_error_does_not_end_the_flow(
-    server: LoopbackCallbackServer, http: httpx2.AsyncClient
-) -> None:
+async def test_forged_error_does_not_end_the_flow(server: LoopbackCallbackServer, http: httpx2.AsyncClient) -> None:
     await _hit(http, server, state="guess", error="access_denied")
     result = await server.wait(0.05)
     assert result.status is CallbackStatus.TIMEOUT
@@ -150,9 +140,7 @@ async def test_forged_error_does_not_end_the_flow(
 
 
 @pytest.mark.parametrize("iss", ["https://evil.example", f"{ISSUER}/", "https://AS.example", None])
-async def test_issuer_mismatch(
-    server: LoopbackCallbackServer, http: httpx2.AsyncClient, iss: str | None
-) -> None:
+async def test_issuer_mismatch(server: LoopbackCallbackServer, http: httpx2.AsyncClient, iss: str | None) -> None:
     params = {"code": "c0de", "state": STATE} | ({"iss": iss} if iss is not None else {})
     page = await _hit(http, server, **params)
     assert page.status_code == 400
@@ -206,8 +194,5 @@ def test_loopback_redirect_port() -> None:
     )
     assert loopback_redirect_port(client) == 5173
     assert (
-        loopback_redirect_port(
-            ClientRegistration(client_id="c", redirect_uris=("http://127.0.0.1/callback",))
-        )
-        is None
+        loopback_redirect_port(ClientRegistration(client_id="c", redirect_uris=("http://127.0.0.1/callback",))) is None
     )

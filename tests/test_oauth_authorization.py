@@ -50,9 +50,7 @@ def server(router: respx.Router) -> FakeAuthorizationServer:
 @pytest.fixture
 async def oauth() -> AsyncIterator[OAuthClient]:
     async with httpx2.AsyncClient() as http:
-        yield OAuthClient(
-            http, server_name="notes", server_url=SERVER_URL, settings=OAuthSettings(), clock=lambda: 5.0
-        )
+        yield OAuthClient(http, server_name="notes", server_url=SERVER_URL, settings=OAuthSettings(), clock=lambda: 5.0)
 
 
 async def _authorize(oauth: OAuthClient, browser: Callable[[str], bool], wait: float = 10.0) -> TokenSet:
@@ -61,9 +59,7 @@ async def _authorize(oauth: OAuthClient, browser: Callable[[str], bool], wait: f
     async def client_for(redirect_uri: str) -> ClientRegistration:
         return await oauth.ensure_client(discovery, None, redirect_uri, scope="read")
 
-    return await authorize_in_browser(
-        oauth, discovery, client_for, scope="read", open_url=browser, timeout=wait
-    )
+    return await authorize_in_browser(oauth, discovery, client_for, scope="read", open_url=browser, timeout=wait)
 
 
 async def test_happy_path(oauth: OAuthClient, server: FakeAuthorizationServer, router: respx.Router) -> None:
@@ -88,9 +84,7 @@ async def test_happy_path(oauth: OAuthClient, server: FakeAuthorizationServer, r
     assert_secrets_only_sent_to(router.calls, secrets)
 
 
-async def test_every_authorization_has_a_fresh_state(
-    oauth: OAuthClient, server: FakeAuthorizationServer
-) -> None:
+async def test_every_authorization_has_a_fresh_state(oauth: OAuthClient, server: FakeAuthorizationServer) -> None:
     browser = Browser()
     await _authorize(oauth, browser)
     await _authorize(oauth, browser)
@@ -187,9 +181,7 @@ async def test_on_url_is_told_the_url(oauth: OAuthClient, server: FakeAuthorizat
 async def test_unsafe_authorization_endpoint_opens_nothing(
     oauth: OAuthClient, router: respx.Router, server: FakeAuthorizationServer
 ) -> None:
-    discovery = Discovery(
-        issuer=ISSUER, token_endpoint=f"{ISSUER}/token", authorization_endpoint="file:///etc/passwd"
-    )
+    discovery = Discovery(issuer=ISSUER, token_endpoint=f"{ISSUER}/token", authorization_endpoint="file:///etc/passwd")
     browser = Browser()
     client = ClientRegistration(client_id="c", issuer=ISSUER)
     with pytest.raises(InsecureServerError):
@@ -198,9 +190,7 @@ async def test_unsafe_authorization_endpoint_opens_nothing(
     assert not router.calls
 
 
-async def test_pkce_refusal_happens_before_any_browser(
-    oauth: OAuthClient, server: FakeAuthorizationServer
-) -> None:
+async def test_pkce_refusal_happens_before_any_browser(oauth: OAuthClient, server: FakeAuthorizationServer) -> None:
     server.metadata.respond(200, json=as_document(code_challenge_methods_supported=["plain"]))
     browser = Browser()
     with pytest.raises(InsecureServerError):
@@ -230,13 +220,12 @@ async def test_registered_port_is_reused_and_busy_one_falls_back(
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         free_port = probe.getsockname()[1]
-    registered = await oauth.ensure_client(
-        discovery, None, f"http://127.0.0.1:{free_port}/callback", scope="read"
-    )
+    registered = await oauth.ensure_client(discovery, None, f"http://127.0.0.1:{free_port}/callback", scope="read")
     browser = Browser()
     await authorize_in_browser(oauth, discovery, registered, scope="read", open_url=browser, timeout=5)
     assert f"127.0.0.1%3A{free_port}" in browser.opened[0]
     with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the port may be in TIME_WAIT
         taken.bind(("127.0.0.1", free_port))
         taken.listen()
         seen: list[str] = []

@@ -78,9 +78,7 @@ async def test_discovery_falls_back_to_openid_configuration(
     assert (await oauth.discover(None)).issuer == ISSUER
 
 
-async def test_legacy_server_without_metadata_gets_default_endpoints(
-    oauth: OAuthClient, router: respx.Router
-) -> None:
+async def test_legacy_server_without_metadata_gets_default_endpoints(oauth: OAuthClient, router: respx.Router) -> None:
     router.get(url__regex=r"https://mcp\.example/\.well-known/.*").respond(404)
     discovery = await oauth.discover(None)
     assert discovery.issuer == "https://mcp.example"
@@ -176,9 +174,7 @@ async def test_server_errors_during_discovery_are_transient_and_never_fall_back(
     assert all("oauth-protected-resource" in str(call.request.url) for call in router.calls)
 
 
-async def test_timeout_during_discovery_is_transient(
-    oauth: OAuthClient, server: FakeAuthorizationServer
-) -> None:
+async def test_timeout_during_discovery_is_transient(oauth: OAuthClient, server: FakeAuthorizationServer) -> None:
     server.metadata.side_effect = httpx2.ReadTimeout("slow")
     with pytest.raises(DiscoveryError, match="notes") as caught:
         await oauth.discover(WWW_AUTHENTICATE)
@@ -216,9 +212,7 @@ async def test_client_level_auth_is_never_sent_to_the_authorization_server(
     router: respx.Router, server: FakeAuthorizationServer
 ) -> None:
     async with httpx2.AsyncClient(headers={}, auth=("mcp-user", "mcp-password")) as http:
-        oauth = OAuthClient(
-            http, server_name="notes", server_url=SERVER_URL, settings=OAuthSettings(), clock=float
-        )
+        oauth = OAuthClient(http, server_name="notes", server_url=SERVER_URL, settings=OAuthSettings(), clock=float)
         await oauth.discover(WWW_AUTHENTICATE)
     assert all("authorization" not in call.request.headers for call in router.calls)
 

@@ -41,18 +41,14 @@ def resource_app(authorization_server: SimulatedAuthorizationServer, issuer: str
     metadata_url = f"{base_url}/.well-known/oauth-protected-resource/mcp"
 
     async def metadata(request: Request) -> Response:
-        return JSONResponse(
-            {"resource": resource, "authorization_servers": [issuer], "scopes_supported": ["mcp"]}
-        )
+        return JSONResponse({"resource": resource, "authorization_servers": [issuer], "scopes_supported": ["mcp"]})
 
     async def mcp(request: Request) -> Response:
         token = request.headers.get("authorization", "").removeprefix("Bearer ")
         info = authorization_server.introspect(token) if token else None
         if info is None or info.resource != resource:
             challenge = f'Bearer resource_metadata="{metadata_url}", scope="mcp"'
-            return JSONResponse(
-                {"error": "unauthorized"}, status_code=401, headers={"WWW-Authenticate": challenge}
-            )
+            return JSONResponse({"error": "unauthorized"}, status_code=401, headers={"WWW-Authenticate": challenge})
         return JSONResponse({"client_id": info.client_id, "scopes": list(info.scopes)})
 
     return Starlette(
@@ -69,9 +65,7 @@ async def environment() -> AsyncIterator[Environment]:
     async with serve_loopback_async(authorization_server.app) as as_url:
         issuer = authorization_server.issuer_for(as_url)
         resource_server = LoopbackServer()  # bound now: the app needs its URL
-        await asyncio.to_thread(
-            resource_server.start, resource_app(authorization_server, issuer, resource_server.url)
-        )
+        await asyncio.to_thread(resource_server.start, resource_app(authorization_server, issuer, resource_server.url))
         try:
             yield Environment(
                 authorization_server=authorization_server,
@@ -112,9 +106,7 @@ async def test_discovery_registration_authorization_refresh_and_revocation(
             registered.append(await oauth.ensure_client(discovery, None, redirect_uri, scope=scope))
             return registered[-1]
 
-        tokens = await authorize_in_browser(
-            oauth, discovery, client_for, scope=scope, open_url=browser, timeout=10
-        )
+        tokens = await authorize_in_browser(oauth, discovery, client_for, scope=scope, open_url=browser, timeout=10)
         client = registered[0]
         assert client.token_endpoint_auth_method == (method or "none")
         assert (client.client_secret is not None) is (method is not None)
@@ -159,9 +151,7 @@ async def test_forgotten_client_is_reported_as_client_invalid(environment: Envir
             registered.append(await oauth.ensure_client(discovery, None, redirect_uri, scope="mcp"))
             return registered[-1]
 
-        tokens = await authorize_in_browser(
-            oauth, discovery, client_for, scope="mcp", open_url=Browser(), timeout=10
-        )
+        tokens = await authorize_in_browser(oauth, discovery, client_for, scope="mcp", open_url=Browser(), timeout=10)
         environment.authorization_server.forget_client(registered[0].client_id)
         failure = await oauth.refresh(discovery, registered[0], tokens)
         assert isinstance(failure, TokenFailure)

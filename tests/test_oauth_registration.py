@@ -74,9 +74,7 @@ async def test_configured_auth_method_wins(http: httpx2.AsyncClient) -> None:
     assert client.token_endpoint_auth_method == "client_secret_basic"
 
 
-async def test_client_metadata_document_when_supported(
-    http: httpx2.AsyncClient, router: respx.Router
-) -> None:
+async def test_client_metadata_document_when_supported(http: httpx2.AsyncClient, router: respx.Router) -> None:
     client = await make(http, client_metadata_url=CIMD).ensure_client(DISCOVERY, None, REDIRECT)
     assert (client.client_id, client.source, client.token_endpoint_auth_method) == (
         CIMD,
@@ -88,14 +86,10 @@ async def test_client_metadata_document_when_supported(
 
 async def test_invalid_client_metadata_url_is_a_configuration_error(http: httpx2.AsyncClient) -> None:
     with pytest.raises(RegistrationError, match="client_metadata_url"):
-        await make(http, client_metadata_url="http://client.example/").ensure_client(
-            DISCOVERY, None, REDIRECT
-        )
+        await make(http, client_metadata_url="http://client.example/").ensure_client(DISCOVERY, None, REDIRECT)
 
 
-async def test_dynamic_registration_when_cimd_unsupported(
-    http: httpx2.AsyncClient, registrations: respx.Route
-) -> None:
+async def test_dynamic_registration_when_cimd_unsupported(http: httpx2.AsyncClient, registrations: respx.Route) -> None:
     plain = attrs.evolve(DISCOVERY, client_id_metadata_document_supported=False)
     client = await make(http, client_metadata_url=CIMD).ensure_client(plain, None, REDIRECT, scope="admin")
     assert client.source == "dynamic"
@@ -142,9 +136,7 @@ async def test_registration_for_another_issuer_is_replaced_and_its_secret_never_
     assert_secrets_only_sent_to(router.calls, ["old-secret", "old-client-id-secret"], allowed=None)
 
 
-async def test_new_callback_port_registers_again(
-    http: httpx2.AsyncClient, registrations: respx.Route
-) -> None:
+async def test_new_callback_port_registers_again(http: httpx2.AsyncClient, registrations: respx.Route) -> None:
     current = ClientRegistration(client_id="dyn-old", issuer=ISSUER, redirect_uris=(REDIRECT,))
     client = await make(http).ensure_client(DISCOVERY, current, "http://127.0.0.1:40999/callback")
     assert client.redirect_uris == ("http://127.0.0.1:40999/callback",)
@@ -177,9 +169,7 @@ async def test_registration_timeout_is_transient(http: httpx2.AsyncClient, route
         "<html>",
     ],
 )
-async def test_unusable_registration_is_refused(
-    http: httpx2.AsyncClient, router: respx.Router, answer: object
-) -> None:
+async def test_unusable_registration_is_refused(http: httpx2.AsyncClient, router: respx.Router, answer: object) -> None:
     content = answer.encode() if isinstance(answer, str) else json.dumps(answer).encode()
     router.post(REGISTER_URL).respond(201, content=content)
     with pytest.raises(RegistrationError) as caught:

@@ -29,9 +29,7 @@ DISCOVERY = Discovery(
     token_endpoint=TOKEN_URL,
     revocation_endpoint=f"{ISSUER}/revoke",
 )
-PUBLIC = ClientRegistration(
-    client_id="client-1", issuer=ISSUER, redirect_uris=("http://127.0.0.1:1/callback",)
-)
+PUBLIC = ClientRegistration(client_id="client-1", issuer=ISSUER, redirect_uris=("http://127.0.0.1:1/callback",))
 TOKENS = TokenSet(
     access_token="at-old-secret",
     refresh_token="rt-old-secret",
@@ -59,9 +57,7 @@ def router() -> Iterator[respx.Router]:
 @pytest.fixture
 async def oauth() -> AsyncIterator[OAuthClient]:
     async with httpx2.AsyncClient() as http:
-        yield OAuthClient(
-            http, server_name="notes", server_url=SERVER_URL, settings=OAuthSettings(), clock=lambda: NOW
-        )
+        yield OAuthClient(http, server_name="notes", server_url=SERVER_URL, settings=OAuthSettings(), clock=lambda: NOW)
 
 
 async def test_refresh_rotates_and_sends_resource(oauth: OAuthClient, router: respx.Router) -> None:
@@ -82,9 +78,7 @@ async def test_refresh_rotates_and_sends_resource(oauth: OAuthClient, router: re
     }
 
 
-async def test_refresh_without_rotation_keeps_the_refresh_token(
-    oauth: OAuthClient, router: respx.Router
-) -> None:
+async def test_refresh_without_rotation_keeps_the_refresh_token(oauth: OAuthClient, router: respx.Router) -> None:
     router.post(TOKEN_URL).respond(200, json={"access_token": "at-new"})
     result = await oauth.refresh(DISCOVERY, PUBLIC, TOKENS)
     assert isinstance(result, TokenSet)
@@ -141,11 +135,7 @@ async def test_refresh_failures_are_classified(
     result = await oauth.refresh(DISCOVERY, PUBLIC, TOKENS)
     assert isinstance(result, TokenFailure)
     assert result.failure_class is expected
-    assert (
-        result.retry_after == pytest.approx(retry_after, abs=1.0)
-        if retry_after
-        else result.retry_after is None
-    )
+    assert result.retry_after == pytest.approx(retry_after, abs=1.0) if retry_after else result.retry_after is None
     assert "notes" in result.reason
 
 
@@ -159,9 +149,7 @@ async def test_refresh_failures_are_classified(
         httpx2.ReadError("reset"),
     ],
 )
-async def test_transport_trouble_is_transient(
-    oauth: OAuthClient, router: respx.Router, trouble: Exception
-) -> None:
+async def test_transport_trouble_is_transient(oauth: OAuthClient, router: respx.Router, trouble: Exception) -> None:
     router.post(TOKEN_URL).mock(side_effect=trouble)
     result = await oauth.refresh(DISCOVERY, PUBLIC, TOKENS)
     assert isinstance(result, TokenFailure)
@@ -184,9 +172,7 @@ async def test_slow_drip_response_hits_the_total_deadline(router: respx.Router) 
     assert result.failure_class is FailureClass.TRANSIENT
 
 
-async def test_echoed_refresh_token_is_redacted_from_the_reason(
-    oauth: OAuthClient, router: respx.Router
-) -> None:
+async def test_echoed_refresh_token_is_redacted_from_the_reason(oauth: OAuthClient, router: respx.Router) -> None:
     router.post(TOKEN_URL).respond(
         400, json={"error": "invalid_grant", "error_description": "token rt-old-secret was revoked"}
     )
@@ -301,15 +287,11 @@ async def test_code_exchange_records_requested_scope_when_response_omits_it(
 async def test_revoke_sends_both_tokens(oauth: OAuthClient, router: respx.Router) -> None:
     route = router.post(f"{ISSUER}/revoke").respond(200)
     assert await oauth.revoke(DISCOVERY, PUBLIC, TOKENS)
-    sent = [
-        (form_of(call.request)["token"], form_of(call.request)["token_type_hint"]) for call in route.calls
-    ]
+    sent = [(form_of(call.request)["token"], form_of(call.request)["token_type_hint"]) for call in route.calls]
     assert sent == [("rt-old-secret", "refresh_token"), ("at-old-secret", "access_token")]
 
 
-async def test_revoke_reports_failure_and_absence_without_raising(
-    oauth: OAuthClient, router: respx.Router
-) -> None:
+async def test_revoke_reports_failure_and_absence_without_raising(oauth: OAuthClient, router: respx.Router) -> None:
     router.post(f"{ISSUER}/revoke").mock(side_effect=httpx2.ConnectError("down"))
     assert not await oauth.revoke(DISCOVERY, PUBLIC, TOKENS)
     without = Discovery(issuer=ISSUER, token_endpoint=TOKEN_URL)
@@ -326,9 +308,7 @@ def test_parse_retry_after_bounds() -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
-    ),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=12,
 )
 token_like = st.fixed_dictionaries(
