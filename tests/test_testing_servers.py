@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import secrets
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -12,9 +14,18 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 import pytest
+from mcp.client.session import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp_types import CallToolResult, TextContent
 
 from mcp_tether.testing.authserver import SimulatedAuthorizationServer, SimulatedClient
-from mcp_tether.testing.serve import LoopbackServer, serve_loopback, serve_loopback_async
+from mcp_tether.testing.serve import (
+    LoopbackOAuthEnvironment,
+    LoopbackServer,
+    serve_loopback,
+    serve_loopback_async,
+)
 
 REDIRECT = "http://127.0.0.1:33418/callback"
 
@@ -414,3 +425,148 @@ def test_counters_read_from_another_thread_while_serving(served: AS) -> None:
         thread.join(5)
     assert seen == sorted(seen)
     assert served.server.counters().tokens_issued == 5
+
+
+# ----------------------------------------------------------------------------- resource server
+
+
+def bearer_for(env: LoopbackOAuthEnvironment, scope: str = "mcp", resource: str | None = None) -> str:
+    """Log in through the environment's authorization server and return an access token."""
+    with httpx2.Client(base_url=env.auth_url, timeout=10) as http:
+        helper = AS(env.auth, env.auth_url)
+        helper.http = http
+        client_id = str(helper.register()["client_id"])
+        verifier, challenge = pkce_pair()
+        target = resource or env.mcp_url
+        location = helper.authorize(client_id, challenge, scope=scope, resource=target).headers["location"]
+        code = parse_qs(urlsplit(location).query)["code"][0]
+        tokens = helper.token(
+            {
+                "grant_type": "authorization_code",
+                "code": code,
+                "redirect_uri": REDIRECT,
+                "code_verifier": verifier,
+                "client_id": client_id,
+                "resource": target,
+            }
+        ).json()
+    return str(tokens["access_token"])
+
+
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}},
+}
+MCP_HEADERS = {"Accept": "application/json, text/event-stream"}
+
+
+@pytest.fixture(scope="module")
+def env() -> Iterator[LoopbackOAuthEnvironment]:
+    with LoopbackOAuthEnvironment(challenge_scope="mcp") as environment:
+        yield environment
+
+
+def test_environment_urls_are_distinct_and_metadata_names_the_issuer(env: LoopbackOAuthEnvironment) -> None:
+    assert urlsplit(env.issuer).netloc != urlsplit(env.mcp_url).netloc
+    assert env.mcp_url == f"{env.resource_url}/mcp"
+    assert env.open_mcp_url == f"{env.resource_url}/open/mcp"
+    document = httpx2.get(env.resource_metadata_url).json()
+    assert document == {
+        "resource": env.mcp_url,
+        "authorization_servers": [env.issuer],
+        "bearer_methods_supported": ["header"],
+        "scopes_supported": ["mcp", "mcp:admin"],
+    }
+    assert httpx2.get(f"{env.resource_url}/.well-known/oauth-protected-resource").json() == document
+    issuer_document = httpx2.get(f"{env.issuer}/.well-known/oauth-authorization-server").json()
+    assert issuer_document["issuer"] == env.issuer
+
+
+def test_protected_endpoint_challenges_without_a_valid_token(env: LoopbackOAuthEnvironment) -> None:
+    before = env.resource.counters().unauthorized
+    missing = httpx2.post(env.mcp_url, json=INITIALIZE, headers=MCP_HEADERS)
+    assert missing.status_code == 401
+    assert missing.headers["www-authenticate"] == (
+        f'Bearer resource_metadata="{env.resource_metadata_url}", scope="mcp"'
+    )
+    bogus = httpx2.post(env.mcp_url, json=INITIALIZE, headers={**MCP_HEADERS, "Authorization": "Bearer nope"})
+    assert bogus.status_code == 401
+    assert bogus.headers["www-authenticate"].startswith('Bearer error="invalid_token", resource_metadata=')
+    # A token issued for another resource (RFC 8707 audience) is refused too.
+    foreign = bearer_for(env, resource="http://127.0.0.1:1/mcp")
+    wrong_audience = httpx2.post(
+        env.mcp_url, json=INITIALIZE, headers={**MCP_HEADERS, "Authorization": f"Bearer {foreign}"}
+    )
+    assert wrong_audience.status_code == 401
+    assert env.resource.counters().unauthorized == before + 3
+
+
+def test_step_up_scope_is_demanded_with_403(env: LoopbackOAuthEnvironment) -> None:
+    token = bearer_for(env, scope="mcp")
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "needs_scope", "arguments": {}}}
+    response = httpx2.post(env.mcp_url, json=call, headers={**MCP_HEADERS, "Authorization": f"Bearer {token}"})
+    assert response.status_code == 403
+    challenge = response.headers["www-authenticate"]
+    assert 'error="insufficient_scope"' in challenge and 'scope="mcp mcp:admin"' in challenge
+    assert env.resource.counters().forbidden >= 1
+
+
+def _text(result: CallToolResult) -> str:
+    assert not result.is_error, result
+    content = result.content[0]
+    assert isinstance(content, TextContent)
+    return content.text
+
+
+async def test_sdk_client_calls_tools_with_a_bearer_token(env: LoopbackOAuthEnvironment) -> None:
+    token = await asyncio.to_thread(bearer_for, env, "mcp mcp:admin")
+    before = env.resource.counters()
+    headers = {"Authorization": f"Bearer {token}"}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=10) as http,
+        streamable_http_client(env.mcp_url, http_client=http) as (read, write),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        assert _text(await session.call_tool("echo", {"text": "hi"})) == "hi"
+        assert float(_text(await session.call_tool("add", {"a": 2, "b": 3}))) == 5
+        assert _text(await session.call_tool("sleep", {"ms": 20})) == "20"
+        assert _text(await session.call_tool("needs_scope", {})) == "granted"
+        who = (await session.call_tool("whoami", {})).structured_content
+        assert who is not None
+        assert who["scopes"] == ["mcp", "mcp:admin"]
+        assert str(who["client_id"]).startswith("client-")
+    after = env.resource.counters()
+    assert after.mcp_requests > before.mcp_requests
+    assert after.tool_calls["echo"] == before.tool_calls.get("echo", 0) + 1
+
+
+async def test_open_endpoint_serves_the_same_tools_without_auth(env: LoopbackOAuthEnvironment) -> None:
+    before = env.resource.counters().open_requests
+    async with (
+        httpx2.AsyncClient(timeout=10) as http,
+        streamable_http_client(env.open_mcp_url, http_client=http) as (read, write),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        tools = {tool.name for tool in (await session.list_tools()).tools}
+        assert tools == {"echo", "add", "sleep", "whoami", "needs_scope"}
+        assert _text(await session.call_tool("echo", {"text": "open"})) == "open"
+        who = (await session.call_tool("whoami", {})).structured_content
+        assert who is not None and who["client_id"] is None
+    assert env.resource.counters().open_requests > before
+
+
+# ----------------------------------------------------------------------------- stdio server
+
+
+async def test_stdio_server_serves_the_tools() -> None:
+    params = StdioServerParameters(command=sys.executable, args=["-m", "mcp_tether.testing.stdio_server"])
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        assert _text(await session.call_tool("echo", {"text": "pipe"})) == "pipe"
+        assert float(_text(await session.call_tool("add", {"a": 1.5, "b": 1}))) == 2.5
+        failed = await session.call_tool("sleep", {"ms": -1})
+        assert failed.is_error

@@ -25,7 +25,11 @@ from types import TracebackType
 import uvicorn
 from starlette.types import ASGIApp
 
+from mcp_tether.testing.authserver import SimulatedAuthorizationServer
+from mcp_tether.testing.resource_server import OPEN_MCP_PATH, SimulatedResourceServer
+
 __all__ = [
+    "LoopbackOAuthEnvironment",
     "LoopbackServer",
     "serve_loopback",
     "serve_loopback_async",
@@ -190,3 +194,100 @@ async def serve_loopback_async(app: ASGIApp, *, start_timeout: float = 10.0) -> 
         yield server.url
     finally:
         await asyncio.to_thread(server.stop)
+
+
+class LoopbackOAuthEnvironment:
+    """A simulated authorization server and MCP resource server, each on its own loopback port.
+
+    Use it as a context manager (``with`` or ``async with``); on entry both
+    servers are running, on exit both are stopped. The two origins differ, so
+    the issuer and the resource URL are distinct, as with real services.
+
+    Example::
+
+        with LoopbackOAuthEnvironment() as env:
+            env.auth.script_token_answers([503], grant_type="refresh_token")
+            ...connect an MCP client to env.mcp_url...
+            assert env.auth.counters().refreshes == 1
+
+    Args:
+        auth: the authorization server to serve (build one to set its
+            constructor knobs); a default one otherwise.
+        required_scopes: scopes every request to the protected endpoint needs.
+        challenge_scope: ``scope`` parameter of the resource server's 401 challenge.
+
+    Attributes:
+        auth: the :class:`SimulatedAuthorizationServer` (knobs, counters, introspection).
+        resource: the :class:`SimulatedResourceServer` (knobs, counters).
+        auth_url: base URL the authorization server is served at.
+        issuer: the authorization server's issuer (``auth_url`` plus its issuer path).
+        resource_url: base URL the resource server is served at.
+        mcp_url: the protected MCP endpoint, also the RFC 8707 resource identifier.
+        open_mcp_url: the unprotected MCP endpoint with the same tools.
+        resource_metadata_url: the RFC 9728 metadata URL named in 401 challenges.
+    """
+
+    def __init__(
+        self,
+        auth: SimulatedAuthorizationServer | None = None,
+        *,
+        required_scopes: tuple[str, ...] = (),
+        challenge_scope: str | None = None,
+    ) -> None:
+        self.auth = auth if auth is not None else SimulatedAuthorizationServer()
+        self._auth_server = LoopbackServer()
+        self._resource_server = LoopbackServer()
+        self.auth_url = self._auth_server.url
+        self.issuer = self.auth.issuer_for(self.auth_url)
+        self.resource_url = self._resource_server.url
+        self.resource = SimulatedResourceServer(
+            self.auth, issuer=self.issuer, required_scopes=required_scopes, challenge_scope=challenge_scope
+        )
+        self.mcp_url = SimulatedResourceServer.resource_for(self.resource_url)
+        self.open_mcp_url = self.resource_url + OPEN_MCP_PATH
+        self.resource_metadata_url = SimulatedResourceServer.metadata_url_for(self.resource_url)
+
+    def __repr__(self) -> str:
+        return f"LoopbackOAuthEnvironment(issuer={self.issuer!r}, mcp_url={self.mcp_url!r})"
+
+    def start(self) -> None:
+        """Start both servers (each at most once).
+
+        Raises:
+            RuntimeError: a server did not start in time.
+        """
+        self._auth_server.start(self.auth.app)
+        try:
+            self._resource_server.start(self.resource.app)
+        except BaseException:
+            self._auth_server.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop both servers.
+
+        Raises:
+            RuntimeError: a server did not stop in time.
+        """
+        try:
+            self._resource_server.stop()
+        finally:
+            self._auth_server.stop()
+
+    def __enter__(self) -> LoopbackOAuthEnvironment:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> LoopbackOAuthEnvironment:
+        await asyncio.to_thread(self.start)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await asyncio.to_thread(self.stop)
