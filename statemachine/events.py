@@ -32,6 +32,7 @@ __all__ = [
     "RefreshSuperseded",
     "SessionLost",
     "SessionUp",
+    "StorageFailed",
     "TokenAccepted",
     "TokensChanged",
     "TokensLoaded",
@@ -177,6 +178,17 @@ class TokenAccepted:
 
 
 @attrs.frozen(kw_only=True)
+class StorageFailed:
+    """The token log could not be read or written (corrupt line, permissions, disk full).
+
+    Tokens that cannot be made durable must not be used, so the connection fails
+    with the store's message, which names the file and what to do."""
+
+    trigger: ClassVar[str] = "storage_failed"
+    reason: str
+
+
+@attrs.frozen(kw_only=True)
 class ConfigChanged:
     """The server's configuration entry changed; the connection starts over."""
 
@@ -214,6 +226,7 @@ Event = (
     | Unauthorized
     | InsufficientScope
     | TokenAccepted
+    | StorageFailed
     | ConfigChanged
     | ConfigRemoved
     | Close
@@ -236,6 +249,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     Unauthorized,
     InsufficientScope,
     TokenAccepted,
+    StorageFailed,
     ConfigChanged,
     ConfigRemoved,
     Close,

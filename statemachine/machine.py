@@ -93,10 +93,10 @@ __all__ = [
     "TABLE",
     "TRIGGERS",
     "ConnectionMachine",
-    "callback_names",
     "RetryPolicy",
     "Row",
     "State",
+    "callback_names",
 ]
 
 
@@ -223,41 +223,94 @@ _SETTLED_AFTER_SUCCESS = (S.LAZY, S.CONNECTING, S.VALID, S.CONNECTED, S.FAILED, 
 # row of every pair is unconditional. Rows are grouped by trigger.
 TABLE: tuple[Row, ...] = (
     # --- a caller needs the server (or its request was refused) -----------------
-    *(_row(t, (S.LAZY, S.NEEDS_AUTH), S.CONNECTING, do=("add_waiter", "load_tokens")) for t in _WAITER_EVENTS),
+    *(
+        _row(t, (S.LAZY, S.NEEDS_AUTH), S.CONNECTING, do=("add_waiter", "load_tokens"))
+        for t in _WAITER_EVENTS
+    ),
     *(_row(t, _WAITING, None, do=("add_waiter", "note_rejection")) for t in _WAITER_EVENTS),
     _row("use_requested", S.VALID, None, do="add_waiter"),
     _row("use_requested", S.CONNECTED, None, do=("add_waiter", "wake_ok")),
     _row("use_requested", S.EXPIRING, None, when="session_is_up", do=("add_waiter", "wake_ok")),
     _row("use_requested", S.EXPIRING, None, do="add_waiter"),
-    _row("unauthorized", _USING, S.FAILED, when=("rejects_current_token", "authorized_since_rejection"),
-         do=("add_waiter", "fail_rejected")),
-    _row("unauthorized", _USING, S.BROWSER_AUTH, when=("rejects_current_token", "refreshed_since_rejection"),
-         do=("add_waiter", "note_rejection", "start_authorization")),
-    _row("unauthorized", S.EXPIRING, S.REFRESHING, when=("rejects_current_token", "refresh_in_flight"),
-         do=("add_waiter", "note_rejection")),
-    _row("unauthorized", _USING, S.CONNECTING, when="rejects_current_token",
-         do=("add_waiter", "note_rejection", "load_tokens")),
+    _row(
+        "unauthorized",
+        _USING,
+        S.FAILED,
+        when=("rejects_current_token", "authorized_since_rejection"),
+        do=("add_waiter", "fail_rejected"),
+    ),
+    _row(
+        "unauthorized",
+        _USING,
+        S.BROWSER_AUTH,
+        when=("rejects_current_token", "refreshed_since_rejection"),
+        do=("add_waiter", "note_rejection", "start_authorization"),
+    ),
+    _row(
+        "unauthorized",
+        S.EXPIRING,
+        S.REFRESHING,
+        when=("rejects_current_token", "refresh_in_flight"),
+        do=("add_waiter", "note_rejection"),
+    ),
+    _row(
+        "unauthorized",
+        _USING,
+        S.CONNECTING,
+        when="rejects_current_token",
+        do=("add_waiter", "note_rejection", "load_tokens"),
+    ),
     _row("unauthorized", _USING, None, do=("add_waiter", "wake_ok")),
-    _row("insufficient_scope", _USING, None, when="step_ups_exhausted", do=("add_waiter", "wake_scope_error")),
-    _row("insufficient_scope", _USING, S.BROWSER_AUTH, do=("add_waiter", "note_scope", "start_authorization")),
-    *(_row(t, S.FAILED, None, when="misconfigured", do=("add_waiter", "wake_failure")) for t in _WAITER_EVENTS),
-    *(_row(t, S.FAILED, S.CONNECTING, when="retry_allowed", do=("add_waiter", "load_tokens"))
-      for t in _WAITER_EVENTS),
+    _row(
+        "insufficient_scope", _USING, None, when="step_ups_exhausted", do=("add_waiter", "wake_scope_error")
+    ),
+    _row(
+        "insufficient_scope", _USING, S.BROWSER_AUTH, do=("add_waiter", "note_scope", "start_authorization")
+    ),
+    *(
+        _row(t, S.FAILED, None, when="misconfigured", do=("add_waiter", "wake_failure"))
+        for t in _WAITER_EVENTS
+    ),
+    *(
+        _row(t, S.FAILED, S.CONNECTING, when="retry_allowed", do=("add_waiter", "load_tokens"))
+        for t in _WAITER_EVENTS
+    ),
     *(_row(t, S.FAILED, None, do=("add_waiter", "wake_failure")) for t in _WAITER_EVENTS),
     *(_row(t, S.CLOSED, None, do=("add_waiter", "wake_closed")) for t in _WAITER_EVENTS),
     # --- the token log was read (its fold is adopted before the guards look) ----
     *(
         attrs.evolve(row, prepare=("adopt_event_state",))
         for row in (
-            _row("tokens_loaded", S.CONNECTING, S.CONNECTED, when=("needs_no_auth", "session_is_up"), do="wake_ok"),
+            _row(
+                "tokens_loaded",
+                S.CONNECTING,
+                S.CONNECTED,
+                when=("needs_no_auth", "session_is_up"),
+                do="wake_ok",
+            ),
             _row("tokens_loaded", S.CONNECTING, S.VALID, when="needs_no_auth", do="open_session"),
-            _row("tokens_loaded", S.CONNECTING, S.CONNECTED, when=("token_fresh", "session_is_up"),
-                 do=("arm_timer", "wake_ok")),
+            _row(
+                "tokens_loaded",
+                S.CONNECTING,
+                S.CONNECTED,
+                when=("token_fresh", "session_is_up"),
+                do=("arm_timer", "wake_ok"),
+            ),
             _row("tokens_loaded", S.CONNECTING, S.VALID, when="token_fresh", do="open_session"),
-            _row("tokens_loaded", S.CONNECTING, S.EXPIRING, when=("token_expiring", "session_is_up"),
-                 do=("start_refresh", "wake_ok")),
-            _row("tokens_loaded", S.CONNECTING, S.EXPIRING, when="token_expiring",
-                 do=("start_refresh", "open_session")),
+            _row(
+                "tokens_loaded",
+                S.CONNECTING,
+                S.EXPIRING,
+                when=("token_expiring", "session_is_up"),
+                do=("start_refresh", "wake_ok"),
+            ),
+            _row(
+                "tokens_loaded",
+                S.CONNECTING,
+                S.EXPIRING,
+                when="token_expiring",
+                do=("start_refresh", "open_session"),
+            ),
             _row("tokens_loaded", S.CONNECTING, S.REFRESHING, when="can_refresh", do="start_refresh"),
             _row("tokens_loaded", S.CONNECTING, S.BROWSER_AUTH, when="has_waiters", do="start_authorization"),
             _row("tokens_loaded", S.CONNECTING, S.NEEDS_AUTH),
@@ -266,92 +319,218 @@ TABLE: tuple[Row, ...] = (
     _row("tokens_loaded", tuple(s for s in _ALL if s is not S.CONNECTING), None),
     # --- another process wrote tokens (or the refresh lock's re-read found them) ---
     _row("tokens_changed", (S.LAZY, S.CONNECTING, S.FAILED), None, do="adopt_event_state"),
-    _row("tokens_changed", (S.VALID, S.CONNECTED), None, when="event_tokens_usable",
-         do=("adopt_event_state", "arm_timer")),
+    _row(
+        "tokens_changed",
+        (S.VALID, S.CONNECTED),
+        None,
+        when="event_tokens_usable",
+        do=("adopt_event_state", "arm_timer"),
+    ),
     _row("tokens_changed", (S.VALID, S.CONNECTED), None),
-    _row("tokens_changed", (S.EXPIRING, S.REFRESHING, S.BROWSER_AUTH, S.NEEDS_AUTH), S.CONNECTED,
-         when=("event_tokens_usable", "session_is_up"),
-         do=("adopt_event_state", "arm_timer", "wake_ok")),
+    _row(
+        "tokens_changed",
+        (S.EXPIRING, S.REFRESHING, S.BROWSER_AUTH, S.NEEDS_AUTH),
+        S.CONNECTED,
+        when=("event_tokens_usable", "session_is_up"),
+        do=("adopt_event_state", "arm_timer", "wake_ok"),
+    ),
     _row("tokens_changed", S.EXPIRING, S.VALID, when="event_tokens_usable", do="adopt_event_state"),
-    _row("tokens_changed", (S.REFRESHING, S.BROWSER_AUTH), S.VALID, when="event_tokens_usable",
-         do=("adopt_event_state", "open_session")),
+    _row(
+        "tokens_changed",
+        (S.REFRESHING, S.BROWSER_AUTH),
+        S.VALID,
+        when="event_tokens_usable",
+        do=("adopt_event_state", "open_session"),
+    ),
     _row("tokens_changed", S.NEEDS_AUTH, S.LAZY, when="event_tokens_usable", do="adopt_event_state"),
-    _row("tokens_changed", (S.EXPIRING, S.REFRESHING, S.BROWSER_AUTH, S.NEEDS_AUTH), None,
-         do="adopt_event_state"),
+    _row(
+        "tokens_changed",
+        (S.EXPIRING, S.REFRESHING, S.BROWSER_AUTH, S.NEEDS_AUTH),
+        None,
+        do="adopt_event_state",
+    ),
     _row("tokens_changed", S.CLOSED, None),
     # --- a refresh (or client-credentials grant) answered, or the log already had newer tokens ---
     *(
         row
         for trigger in ("refresh_succeeded", "refresh_superseded")
         for row in (
-            _row(trigger, (S.REFRESHING, S.EXPIRING), S.CONNECTED, when="session_is_up",
-                 do=("accept_refresh", "reset_refresh", "arm_timer", "wake_ok")),
+            _row(
+                trigger,
+                (S.REFRESHING, S.EXPIRING),
+                S.CONNECTED,
+                when="session_is_up",
+                do=("accept_refresh", "reset_refresh", "arm_timer", "wake_ok"),
+            ),
             _row(trigger, S.REFRESHING, S.VALID, do=("accept_refresh", "reset_refresh", "open_session")),
             _row(trigger, S.EXPIRING, S.VALID, do=("accept_refresh", "reset_refresh")),
-            _row(trigger, S.NEEDS_AUTH, S.CONNECTED, when="session_is_up",
-                 do=("accept_refresh", "reset_refresh", "arm_timer")),
+            _row(
+                trigger,
+                S.NEEDS_AUTH,
+                S.CONNECTED,
+                when="session_is_up",
+                do=("accept_refresh", "reset_refresh", "arm_timer"),
+            ),
             _row(trigger, S.NEEDS_AUTH, S.LAZY, do=("accept_refresh", "reset_refresh")),
             _row(trigger, S.CONNECTED, None, do=("accept_refresh", "reset_refresh", "arm_timer")),
-            _row(trigger, (S.LAZY, S.CONNECTING, S.VALID, S.BROWSER_AUTH, S.FAILED, S.CLOSED), None,
-                 do=("accept_refresh", "reset_refresh")),
+            _row(
+                trigger,
+                (S.LAZY, S.CONNECTING, S.VALID, S.BROWSER_AUTH, S.FAILED, S.CLOSED),
+                None,
+                do=("accept_refresh", "reset_refresh"),
+            ),
         )
     ),
     # --- a refresh failed --------------------------------------------------------
-    _row("refresh_failed", S.REFRESHING, S.BROWSER_AUTH, when=("failure_is_final", "has_waiters"),
-         do=("record_refresh_failure", "reset_refresh", "start_authorization")),
-    _row("refresh_failed", S.REFRESHING, S.NEEDS_AUTH, when="failure_is_final",
-         do=("record_refresh_failure", "reset_refresh")),
-    _row("refresh_failed", S.REFRESHING, None, when="foreground_retry_allowed",
-         do=("record_refresh_failure", "schedule_refresh_retry")),
-    _row("refresh_failed", S.REFRESHING, S.FAILED, do=("record_refresh_failure", "reset_refresh", "fail_unavailable")),
-    _row("refresh_failed", S.EXPIRING, S.CONNECTED, when=("failure_is_final", "session_is_up"),
-         do=("record_refresh_failure", "reset_refresh", "arm_timer")),
-    _row("refresh_failed", S.EXPIRING, S.VALID, when="failure_is_final", do=("record_refresh_failure", "reset_refresh")),
+    _row(
+        "refresh_failed",
+        S.REFRESHING,
+        S.BROWSER_AUTH,
+        when=("failure_is_final", "has_waiters"),
+        do=("record_refresh_failure", "reset_refresh", "start_authorization"),
+    ),
+    _row(
+        "refresh_failed",
+        S.REFRESHING,
+        S.NEEDS_AUTH,
+        when="failure_is_final",
+        do=("record_refresh_failure", "reset_refresh"),
+    ),
+    _row(
+        "refresh_failed",
+        S.REFRESHING,
+        None,
+        when="foreground_retry_allowed",
+        do=("record_refresh_failure", "schedule_refresh_retry"),
+    ),
+    _row(
+        "refresh_failed",
+        S.REFRESHING,
+        S.FAILED,
+        do=("record_refresh_failure", "reset_refresh", "fail_unavailable"),
+    ),
+    _row(
+        "refresh_failed",
+        S.EXPIRING,
+        S.CONNECTED,
+        when=("failure_is_final", "session_is_up"),
+        do=("record_refresh_failure", "reset_refresh", "arm_timer"),
+    ),
+    _row(
+        "refresh_failed",
+        S.EXPIRING,
+        S.VALID,
+        when="failure_is_final",
+        do=("record_refresh_failure", "reset_refresh"),
+    ),
     _row("refresh_failed", S.EXPIRING, None, do=("record_refresh_failure", "schedule_refresh_retry")),
-    _row("refresh_failed", (S.LAZY, S.CONNECTING, S.VALID, S.CONNECTED, S.BROWSER_AUTH, S.NEEDS_AUTH, S.FAILED,
-                            S.CLOSED), None, do=("record_refresh_failure", "reset_refresh")),
+    _row(
+        "refresh_failed",
+        (S.LAZY, S.CONNECTING, S.VALID, S.CONNECTED, S.BROWSER_AUTH, S.NEEDS_AUTH, S.FAILED, S.CLOSED),
+        None,
+        do=("record_refresh_failure", "reset_refresh"),
+    ),
     # --- an authorization answered ----------------------------------------------
-    _row("authorization_succeeded", S.BROWSER_AUTH, S.CONNECTED, when="session_is_up",
-         do=("append_issued", "clear_scope", "arm_timer", "wake_ok")),
-    _row("authorization_succeeded", S.BROWSER_AUTH, S.VALID, do=("append_issued", "clear_scope", "open_session")),
-    _row("authorization_succeeded", S.NEEDS_AUTH, S.CONNECTED, when="session_is_up", do=("append_issued", "arm_timer")),
+    _row(
+        "authorization_succeeded",
+        S.BROWSER_AUTH,
+        S.CONNECTED,
+        when="session_is_up",
+        do=("append_issued", "clear_scope", "arm_timer", "wake_ok"),
+    ),
+    _row(
+        "authorization_succeeded",
+        S.BROWSER_AUTH,
+        S.VALID,
+        do=("append_issued", "clear_scope", "open_session"),
+    ),
+    _row(
+        "authorization_succeeded",
+        S.NEEDS_AUTH,
+        S.CONNECTED,
+        when="session_is_up",
+        do=("append_issued", "arm_timer"),
+    ),
     _row("authorization_succeeded", S.NEEDS_AUTH, S.LAZY, do="append_issued"),
     _row("authorization_succeeded", S.CONNECTED, None, do=("append_issued", "arm_timer")),
-    _row("authorization_succeeded", (S.LAZY, S.CONNECTING, S.VALID, S.EXPIRING, S.REFRESHING, S.FAILED, S.CLOSED),
-         None, do="append_issued"),
+    _row(
+        "authorization_succeeded",
+        (S.LAZY, S.CONNECTING, S.VALID, S.EXPIRING, S.REFRESHING, S.FAILED, S.CLOSED),
+        None,
+        do="append_issued",
+    ),
     _row("authorization_failed", S.BROWSER_AUTH, S.NEEDS_AUTH, do="record_authorization_failure"),
     _row("authorization_failed", tuple(s for s in _ALL if s is not S.BROWSER_AUTH), None),
     _row("authorization_timed_out", S.BROWSER_AUTH, S.NEEDS_AUTH, do="record_authorization_failure"),
     _row("authorization_timed_out", tuple(s for s in _ALL if s is not S.BROWSER_AUTH), None),
     # --- the MCP session ----------------------------------------------------------
-    _row("session_up", S.VALID, S.CONNECTED, do=("mark_session_up", "reset_failures", "arm_timer", "wake_ok")),
+    _row(
+        "session_up", S.VALID, S.CONNECTED, do=("mark_session_up", "reset_failures", "arm_timer", "wake_ok")
+    ),
     _row("session_up", S.EXPIRING, None, do=("mark_session_up", "reset_failures", "wake_ok")),
-    _row("session_up", (S.CONNECTING, S.REFRESHING, S.BROWSER_AUTH, S.NEEDS_AUTH), None, do="mark_session_up"),
+    _row(
+        "session_up", (S.CONNECTING, S.REFRESHING, S.BROWSER_AUTH, S.NEEDS_AUTH), None, do="mark_session_up"
+    ),
     _row("session_up", S.CONNECTED, None),
     _row("session_up", (S.LAZY, S.FAILED, S.CLOSED), None, do="close_session"),
-    _row("session_lost", (S.CONNECTED, S.EXPIRING), S.FAILED, when="session_is_up",
-         do=("mark_session_down", "lose_session")),
+    _row(
+        "session_lost",
+        (S.CONNECTED, S.EXPIRING),
+        S.FAILED,
+        when="session_is_up",
+        do=("mark_session_down", "lose_session"),
+    ),
     _row("session_lost", (S.VALID, S.EXPIRING), S.FAILED, do=("mark_session_down", "fail_connect")),
     _row("session_lost", S.CONNECTED, S.FAILED, do=("mark_session_down", "lose_session")),
-    _row("session_lost", (S.CONNECTING, S.REFRESHING, S.BROWSER_AUTH, S.NEEDS_AUTH), None, do="mark_session_down"),
+    _row(
+        "session_lost",
+        (S.CONNECTING, S.REFRESHING, S.BROWSER_AUTH, S.NEEDS_AUTH),
+        None,
+        do="mark_session_down",
+    ),
     _row("session_lost", (S.LAZY, S.FAILED, S.CLOSED), None),
     # --- time passed ------------------------------------------------------------------
-    _row("clock_tick", (S.VALID, S.CONNECTED), S.EXPIRING, when=("needs_auth_tokens", "token_expiring"),
-         do="start_refresh"),
+    _row(
+        "clock_tick",
+        (S.VALID, S.CONNECTED),
+        S.EXPIRING,
+        when=("needs_auth_tokens", "token_expiring"),
+        do="start_refresh",
+    ),
     _row("clock_tick", S.EXPIRING, S.REFRESHING, when="refresh_in_flight", unless="token_usable"),
-    _row("clock_tick", _USING, S.REFRESHING, when=("needs_auth_tokens", "can_refresh"), unless="token_usable",
-         do="start_refresh"),
-    _row("clock_tick", _USING, S.BROWSER_AUTH, when=("needs_auth_tokens", "has_waiters"), unless="token_usable",
-         do="start_authorization"),
+    _row(
+        "clock_tick",
+        _USING,
+        S.REFRESHING,
+        when=("needs_auth_tokens", "can_refresh"),
+        unless="token_usable",
+        do="start_refresh",
+    ),
+    _row(
+        "clock_tick",
+        _USING,
+        S.BROWSER_AUTH,
+        when=("needs_auth_tokens", "has_waiters"),
+        unless="token_usable",
+        do="start_authorization",
+    ),
     _row("clock_tick", _USING, S.NEEDS_AUTH, when="needs_auth_tokens", unless="token_usable"),
     _row("clock_tick", (S.EXPIRING, S.REFRESHING), None, when="refresh_retry_due", do="start_refresh"),
     _row("clock_tick", _ALL, None),
     # --- a request succeeded after a 401 -------------------------------------------
     _row("token_accepted", _OPEN, None, do="clear_rejections"),
     _row("token_accepted", S.CLOSED, None),
+    # --- the token log failed ------------------------------------------------------------
+    _row("storage_failed", _OPEN, S.FAILED, do=("close_session", "fail_storage")),
+    _row("storage_failed", S.CLOSED, None),
     # --- configuration and shutdown ------------------------------------------------------
-    _row("config_changed", _OPEN, S.CONNECTING, when="has_waiters",
-         do=("reset_for_config", "close_session", "load_tokens")),
+    _row(
+        "config_changed",
+        _OPEN,
+        S.CONNECTING,
+        when="has_waiters",
+        do=("reset_for_config", "close_session", "load_tokens"),
+    ),
     _row("config_changed", _OPEN, S.LAZY, do=("reset_for_config", "close_session")),
     _row("config_changed", S.CLOSED, None),
     _row("config_removed", _OPEN, S.CLOSED, do=("close_session", "wake_removed")),
@@ -504,7 +683,9 @@ class _Model:
         event: RefreshFailed = self.event(data)
         if self.refresh_attempts >= self.policy.max_refresh_attempts:
             return False
-        expected = min(self.policy.base_backoff * 2.0 ** max(self.refresh_attempts - 1, 0), self.policy.max_backoff)
+        expected = min(
+            self.policy.base_backoff * 2.0 ** max(self.refresh_attempts - 1, 0), self.policy.max_backoff
+        )
         return max(expected, event.retry_after or 0.0) <= self.policy.max_foreground_wait
 
     def rejects_current_token(self, data: EventData) -> bool:
@@ -670,7 +851,9 @@ class _Model:
     def note_scope(self, data: EventData) -> None:
         event: InsufficientScope = self.event(data)
         granted = self.tokens.tokens.scopes() if self.tokens.tokens is not None else frozenset()
-        wanted = granted | frozenset((event.scope or "").split()) | frozenset((self.pending_scope or "").split())
+        wanted = (
+            granted | frozenset((event.scope or "").split()) | frozenset((self.pending_scope or "").split())
+        )
         self.pending_scope = " ".join(sorted(wanted)) or None
         self.step_ups += 1
         self.requires_auth = True
@@ -704,6 +887,10 @@ class _Model:
     def fail_connect(self, data: EventData) -> None:
         self.fail(f"could not connect to {self.server!r}: {self.event(data).cause}")
 
+    def fail_storage(self, data: EventData) -> None:
+        self.failures = 0
+        self.fail(f"the token log of {self.server!r} failed: {self.event(data).reason}")
+
     def lose_session(self, data: EventData) -> None:
         self.failures = 0
         self.fail(f"the session with {self.server!r} was lost: {self.event(data).cause}")
@@ -727,7 +914,9 @@ class _Model:
         self.problem = None
 
     def wake_failure(self, data: EventData) -> None:
-        problem = self.problem or Problem(kind=ProblemKind.UNAVAILABLE, message=f"{self.server!r} is unavailable")
+        problem = self.problem or Problem(
+            kind=ProblemKind.UNAVAILABLE, message=f"{self.server!r} is unavailable"
+        )
         self.wake(problem)
 
     def wake_closed(self, data: EventData) -> None:
