@@ -14,10 +14,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 import pytest
+from mcp.client.auth import OAuthClientProvider, TokenStorage
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 from mcp_types import CallToolResult, TextContent
+from pydantic import AnyUrl
 
 from mcp_tether.testing.authserver import SimulatedAuthorizationServer, SimulatedClient
 from mcp_tether.testing.serve import (
@@ -570,3 +573,67 @@ async def test_stdio_server_serves_the_tools() -> None:
         assert float(_text(await session.call_tool("add", {"a": 1.5, "b": 1}))) == 2.5
         failed = await session.call_tool("sleep", {"ms": -1})
         assert failed.is_error
+
+
+# ----------------------------------------------------------------------------- interoperability
+
+
+class _MemoryStorage(TokenStorage):
+    def __init__(self) -> None:
+        self.tokens: OAuthToken | None = None
+        self.client: OAuthClientInformationFull | None = None
+
+    async def get_tokens(self) -> OAuthToken | None:
+        return self.tokens
+
+    async def set_tokens(self, tokens: OAuthToken) -> None:
+        self.tokens = tokens
+
+    async def get_client_info(self) -> OAuthClientInformationFull | None:
+        return self.client
+
+    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+        self.client = client_info
+
+
+async def test_sdk_oauth_provider_discovers_registers_consents_and_refreshes() -> None:
+    """The mcp SDK's own OAuth client completes the whole flow against the simulated servers."""
+    auth = SimulatedAuthorizationServer(auto_approve=False, access_token_lifetime=1.0)
+    async with LoopbackOAuthEnvironment(auth) as environment:
+        redirect: dict[str, str] = {}
+
+        async def click_approve(url: str) -> None:
+            async with httpx2.AsyncClient(timeout=10) as browser:
+                page = await browser.get(url)
+                request_id = page.text.split('name="request_id" value="')[1].split('"')[0]
+                answer = await browser.post(
+                    f"{environment.issuer}/authorize/decision", data={"request_id": request_id, "decision": "approve"}
+                )
+            redirect.update({k: v[0] for k, v in parse_qs(urlsplit(answer.headers["location"]).query).items()})
+
+        async def callback() -> AuthorizationCodeResult:
+            return AuthorizationCodeResult(code=redirect["code"], state=redirect["state"], iss=redirect["iss"])
+
+        provider = OAuthClientProvider(
+            environment.mcp_url,
+            OAuthClientMetadata(
+                redirect_uris=[AnyUrl(REDIRECT)],
+                token_endpoint_auth_method="none",
+                grant_types=["authorization_code", "refresh_token"],
+            ),
+            _MemoryStorage(),
+            click_approve,
+            callback,
+        )
+        async with (
+            httpx2.AsyncClient(auth=provider, timeout=10) as http,
+            streamable_http_client(environment.mcp_url, http_client=http) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            assert _text(await session.call_tool("echo", {"text": "first"})) == "first"
+            await asyncio.sleep(1.1)  # the access token expires; the provider refreshes
+            assert _text(await session.call_tool("echo", {"text": "second"})) == "second"
+        counters = auth.counters()
+        assert (counters.register, counters.decisions, counters.refreshes, counters.reuse_detected) == (1, 1, 1, 0)
+        assert environment.resource.counters().unauthorized == 1

@@ -390,8 +390,10 @@ class SimulatedAuthorizationServer:
             grant (to clients whose ``grant_types`` include ``refresh_token``;
             a dynamic registration without ``grant_types`` gets the RFC 7591
             default, ``authorization_code`` only).
-        access_token_lifetime: seconds an access token lives (float allowed);
-            None issues tokens without ``expires_in`` that never expire.
+        access_token_lifetime: seconds an access token lives; None issues
+            tokens without ``expires_in`` that never expire. A whole number is
+            sent as a JSON integer, a fraction (``2.5``) as a JSON float, which
+            some clients refuse (the mcp SDK's ``OAuthToken`` does).
         refresh_token_lifetime: seconds a refresh token lives; None: forever.
         resource_early_expiry: seconds before ``expires_in`` runs out at which
             :meth:`introspect` already reports the token dead (the resource
