@@ -1,3 +1,59 @@
-"""mcp-tether: lazy, self-refreshing connections from code executors to MCP servers."""
+"""mcp-tether: lazy, self-refreshing connections from code executors to MCP servers.
+
+The public names are imported lazily, so ``import mcp_tether`` (and the CLI's
+read-only commands) do not pay for the MCP client stack until a pool is built.
+
+Example::
+
+    from mcp_tether import ServerPool
+
+    async with ServerPool.from_config() as pool:
+        result = await pool.call_tool("notion", "search", {"query": "q"})
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "AuthorizationRequired",
+    "ServerNotFound",
+    "ServerPool",
+    "ServerUnavailable",
+    "TetherError",
+    "ToolCallError",
+    "TransitionRecord",
+]
+
+_WHERE = {
+    "ServerPool": "mcp_tether.pool",
+    "TransitionRecord": "mcp_tether.connection",
+    "AuthorizationRequired": "mcp_tether.errors",
+    "ServerNotFound": "mcp_tether.errors",
+    "ServerUnavailable": "mcp_tether.errors",
+    "TetherError": "mcp_tether.errors",
+    "ToolCallError": "mcp_tether.errors",
+}
+
+if TYPE_CHECKING:
+    from mcp_tether.connection import TransitionRecord
+    from mcp_tether.errors import (
+        AuthorizationRequired,
+        ServerNotFound,
+        ServerUnavailable,
+        TetherError,
+        ToolCallError,
+    )
+    from mcp_tether.pool import ServerPool
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mcp_tether' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

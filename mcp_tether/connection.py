@@ -1,0 +1,722 @@
+"""The driver of one server's connection: pumps events into its state machine and
+executes the commands that come out.
+
+Theory of operation
+===================
+
+All decisions are the machine's. This module only does what commands say, and
+turns what happens (a log read, an HTTP answer, a session coming up, a timer)
+into events. Events are handled one at a time under an asyncio lock, and a
+batch's commands run in order, so an ``AppendLog`` is on disk before the
+``WakeWaiters`` or ``OpenSession`` after it runs.
+
+The cross-process protocol for a refresh or an authorization: a dedicated thread
+takes the server's file lock and holds it while the event loop re-reads the log
+(another process may have refreshed a moment ago), makes the HTTP requests,
+feeds the outcome to the machine and appends what the machine asks, through the
+held lock. Only then is the lock released. Long operations (a person in a
+browser) never block the event loop, and the lock never spans a tool call.
+
+Requests carry the token through :class:`TetherAuth` (an ``httpx2.Auth``), which
+holds no lock across a request: concurrent calls on one session run concurrently.
+A 401 or 403 ``insufficient_scope`` is reported to the machine, the request waits
+for a new token (or a clear error) and is retried once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator
+from typing import Any
+
+import attrs
+import httpx2
+from mcp.client.auth.utils import extract_scope_from_www_auth
+from mcp.client.session import ClientSession
+from mcp.client.sse import sse_client
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+
+from mcp_tether.adapters.authorization import (
+    AuthorizationError,
+    AuthorizationTimeout,
+    authorize_in_browser,
+)
+from mcp_tether.adapters.browser import open_in_browser
+from mcp_tether.adapters.callback import loopback_redirect_port
+from mcp_tether.adapters.clock import Clock
+from mcp_tether.adapters.config import HttpServer, ServerConfig, StdioServer
+from mcp_tether.adapters.oauth import OAuthClient, OAuthError, OAuthSettings, TokenFailure, select_scope
+from mcp_tether.adapters.token_store import LockedLog, ServerLog, TokenLogError
+from mcp_tether.errors import AuthorizationRequired, ServerUnavailable, TetherError
+from mcp_tether.statemachine.commands import (
+    AppendLog,
+    CloseSession,
+    Command,
+    LoadTokens,
+    OpenSession,
+    Problem,
+    ProblemKind,
+    SetTimer,
+    StartAuthorization,
+    StartRefresh,
+    WakeWaiters,
+)
+from mcp_tether.statemachine.events import (
+    AuthorizationFailed,
+    AuthorizationSucceeded,
+    AuthorizationTimedOut,
+    ClockTick,
+    Close,
+    Event,
+    InsufficientScope,
+    RefreshFailed,
+    RefreshSucceeded,
+    RefreshSuperseded,
+    SessionLost,
+    SessionUp,
+    StorageFailed,
+    TokenAccepted,
+    TokensChanged,
+    TokensLoaded,
+    Unauthorized,
+    UseRequested,
+)
+from mcp_tether.statemachine.failures import FailureClass
+from mcp_tether.statemachine.machine import ConnectionMachine, State
+from mcp_tether.statemachine.tokenlog import ClientRegistered, DiscoveryRecorded, LogEvent
+from mcp_tether.statemachine.tokens import DEFAULT_REFRESH_BUFFER, Freshness, TokenState
+
+__all__ = ["Connection", "TetherAuth", "TransitionRecord", "describe"]
+
+_log = logging.getLogger("mcp_tether")
+
+#: Seconds to wait for another process's refresh or authorization to finish.
+LOCK_WAIT = 30.0
+#: Seconds to open a transport and initialize the MCP session.
+CONNECT_TIMEOUT = 30.0
+#: Seconds a caller waits for a connection that needs no person.
+WAIT_TIMEOUT = 90.0
+
+
+@attrs.frozen(kw_only=True)
+class TransitionRecord:
+    """One handled event, for live timelines (``ServerPool(on_transition=...)``)."""
+
+    server: str
+    before: str
+    event: str
+    after: str
+    at: float
+    note: str = ""
+
+
+class Connection:
+    """Drives one configured server's :class:`ConnectionMachine`.
+
+    Args:
+        config: the server's configuration entry.
+        log: its token log (creating it did no IO).
+        transport: the shared HTTP transport (one connection pool for all servers).
+        clock: the wall clock.
+        interactive: whether a browser may be opened for a waiting caller.
+        refresh_buffer: seconds before expiry that tokens are refreshed.
+        open_url: opens a validated authorization URL; returns whether a browser launched.
+        authorization_timeout: seconds a person has to complete a browser authorization.
+        on_transition: told about every handled event.
+        on_url: told the authorization URL before it is opened.
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        log: ServerLog,
+        transport: httpx2.AsyncBaseTransport,
+        clock: Clock,
+        interactive: bool = True,
+        refresh_buffer: float = DEFAULT_REFRESH_BUFFER,
+        open_url: Callable[[str], bool] | None = None,
+        authorization_timeout: float = 300.0,
+        on_transition: Callable[[TransitionRecord], None] | None = None,
+        on_url: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.log = log
+        self.clock = clock
+        self.interactive = interactive
+        self.refresh_buffer = refresh_buffer
+        self.open_url = open_url or open_in_browser
+        self.authorization_timeout = authorization_timeout
+        self.on_transition = on_transition
+        self.on_url = on_url
+        transport_config = config.transport
+        requires_auth = isinstance(transport_config, HttpServer) and transport_config.requires_auth
+        self.machine = ConnectionMachine(
+            self.name, requires_auth=requires_auth, refresh_buffer=refresh_buffer, misconfigured=config.problem
+        )
+        self._transport = transport
+        self._http: httpx2.AsyncClient | None = None
+        self._oauth: OAuthClient | None = None
+        self._lock = asyncio.Lock()
+        self._changed = asyncio.Event()
+        self._waiters: list[asyncio.Future[None]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._timer: asyncio.Task[None] | None = None
+        self._session: ClientSession | None = None
+        self._session_task: asyncio.Task[None] | None = None
+        self._session_closing: asyncio.Event | None = None
+        self._held: LockedLog | None = None
+        self._www_authenticate: str | None = None
+        self.auth_problem: TetherError | None = None
+        self.counters: dict[str, int] = {"refreshes": 0, "authorizations": 0, "browser_launches": 0, "connects": 0}
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.name!r} {self.machine.state.value}>"
+
+    @property
+    def state(self) -> State:
+        return self.machine.state
+
+    # --- what callers use -----------------------------------------------------------
+
+    async def session(self) -> ClientSession:
+        """A usable session, connecting (once, for all concurrent callers) if needed.
+
+        Raises:
+            AuthorizationRequired, ServerUnavailable: with the server's name and what to do.
+        """
+        if self.machine.state is State.CONNECTED and self._session is not None and not self._tick_due():
+            return self._session
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        await self.dispatch(UseRequested())
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout=self._wait_timeout())
+        except TimeoutError:
+            raise ServerUnavailable(
+                self.name,
+                cause=f"{self.name!r} did not become ready within {self._wait_timeout():g} s "
+                f"(it is {self.machine.state.value}); try again later",
+            ) from None
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+        if self._session is None:
+            raise ServerUnavailable(self.name, cause=f"the session with {self.name!r} closed while connecting")
+        return self._session
+
+    async def session_failed(self, cause: str) -> None:
+        """A call found the session broken (server restarted, process died)."""
+        await self.dispatch(SessionLost(cause=cause))
+
+    async def close(self) -> None:
+        """Close the session, cancel timers and operations, release everything."""
+        await self.dispatch(Close())
+        tasks = [t for t in (*self._tasks, self._session_task, self._timer) if t is not None and not t.done()]
+        if self._session_closing is not None:
+            self._session_closing.set()
+        if self._session_task is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._session_task), timeout=5.0)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- the event pump -----------------------------------------------------------------
+
+    async def dispatch(self, event: Event) -> None:
+        """Feed the current time, then ``event``, and execute the commands."""
+        async with self._lock:
+            if not isinstance(event, ClockTick):
+                await self._handle(ClockTick(now=self.clock.now()))
+            await self._handle(event)
+
+    async def _handle(self, event: Event) -> None:
+        before = self.machine.state
+        commands = self.machine.handle(event)
+        if self.on_transition is not None:
+            if not isinstance(event, ClockTick) or before is not self.machine.state:
+                self.on_transition(
+                    TransitionRecord(
+                        server=self.name,
+                        before=before.value,
+                        event=event.trigger,
+                        after=self.machine.state.value,
+                        at=self.machine.now,
+                        note=_note(commands),
+                    )
+                )
+        try:
+            for command in commands:
+                await self._execute(command)
+        except TokenLogError as error:
+            # Tokens that cannot be made durable are never used: stop this batch here.
+            await self._handle(StorageFailed(reason=str(error)))
+        finally:
+            changed, self._changed = self._changed, asyncio.Event()
+            changed.set()
+
+    async def _execute(self, command: Command) -> None:
+        match command:
+            case AppendLog(events=events):
+                await self._append(events)
+            case WakeWaiters(problem=problem):
+                self._wake(problem)
+            case LoadTokens():
+                self._spawn(self._load())
+            case StartRefresh():
+                self._spawn(self._while_locked(self._refresh, on_lock_error=self._refresh_lock_failed))
+            case StartAuthorization(scope=scope, reason=reason):
+                self._spawn(
+                    self._while_locked(
+                        lambda locked: self._authorize(locked, reason.value, scope),
+                        on_lock_error=self._authorization_lock_failed,
+                    )
+                )
+            case OpenSession():
+                if self._session_task is None or self._session_task.done():
+                    self._session_closing = asyncio.Event()
+                    self._session_task = asyncio.create_task(self._run_session(self._session_closing))
+            case CloseSession():
+                if self._session_closing is not None:
+                    self._session_closing.set()
+            case SetTimer(at=at):
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = asyncio.create_task(self._tick_at(at))
+
+    def _spawn(self, coroutine: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _wake(self, problem: Problem | None) -> None:
+        waiters, self._waiters = self._waiters, []
+        error = None if problem is None else self.error_for(problem)
+        for waiter in waiters:
+            if waiter.done():
+                continue
+            if error is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(error)
+
+    def error_for(self, problem: Problem) -> TetherError:
+        """The exception a caller gets for a problem the machine reported."""
+        if problem.kind is ProblemKind.AUTHORIZATION_REQUIRED:
+            return AuthorizationRequired(self.name, reason=problem.message, url=problem.url)
+        return ServerUnavailable(self.name, cause=problem.message, retry_at=problem.retry_at)
+
+    async def _append(self, events: tuple[LogEvent, ...] | list[LogEvent]) -> None:
+        held = self._held
+        at = self.clock.now()
+        if held is not None:
+            await asyncio.to_thread(held.append, events, at=at)
+        else:
+            await asyncio.to_thread(self.log.append, events, at=at)
+
+    async def _tick_at(self, at: float) -> None:
+        await self.clock.sleep_until(at)
+        await self.dispatch(ClockTick(now=self.clock.now()))
+
+    def _tick_due(self) -> bool:
+        tokens = self.machine.tokens.tokens
+        if tokens is None or tokens.expires_at is None:
+            return False
+        refresh_at = tokens.refresh_at(self.refresh_buffer)
+        return refresh_at is not None and self.clock.now() >= refresh_at
+
+    def _wait_timeout(self) -> float:
+        return WAIT_TIMEOUT + (self.authorization_timeout if self.interactive else 0.0)
+
+    # --- operations the commands start --------------------------------------------------
+
+    async def _load(self) -> None:
+        try:
+            replay = await asyncio.to_thread(self.log.read)
+        except TokenLogError as error:
+            await self.dispatch(StorageFailed(reason=str(error)))
+            return
+        for warning in replay.warnings:
+            _log.warning("%s", warning)
+        await self.dispatch(TokensLoaded(state=replay.state))
+
+    async def _while_locked(
+        self,
+        body: Callable[[LockedLog], Awaitable[None]],
+        *,
+        on_lock_error: Callable[[TokenLogError], Awaitable[None]],
+    ) -> None:
+        """Run ``body`` while a dedicated thread holds the server's cross-process lock."""
+        loop = asyncio.get_running_loop()
+        acquired: asyncio.Future[LockedLog] = loop.create_future()
+        release = threading.Event()
+
+        def settle(result: LockedLog | None, error: BaseException | None) -> None:
+            if acquired.done():
+                return
+            if error is not None:
+                acquired.set_exception(error)
+            else:
+                assert result is not None
+                acquired.set_result(result)
+
+        def hold() -> None:
+            try:
+                with self.log.locked(timeout=LOCK_WAIT) as locked:
+                    loop.call_soon_threadsafe(settle, locked, None)
+                    release.wait(timeout=self.authorization_timeout + 2 * LOCK_WAIT)
+            except BaseException as error:  # handed to the event loop
+                loop.call_soon_threadsafe(settle, None, error)
+
+        thread = threading.Thread(target=hold, name=f"mcp-tether lock {self.name}", daemon=True)
+        thread.start()
+        try:
+            try:
+                locked = await acquired
+            except TokenLogError as error:
+                await on_lock_error(error)
+                return
+            self._held = locked
+            try:
+                await body(locked)
+            finally:
+                self._held = None
+        finally:
+            release.set()
+            await asyncio.to_thread(thread.join, LOCK_WAIT)
+
+    async def _refresh_lock_failed(self, error: TokenLogError) -> None:
+        await self.dispatch(RefreshFailed(failure=FailureClass.TRANSIENT, reason=str(error)))
+
+    async def _authorization_lock_failed(self, error: TokenLogError) -> None:
+        await self.dispatch(AuthorizationFailed(reason=str(error)))
+
+    def _oauth_client(self) -> OAuthClient:
+        if self._oauth is None:
+            transport = self.config.transport
+            assert isinstance(transport, HttpServer)
+            self._oauth = OAuthClient(
+                self._client(),
+                server_name=self.name,
+                server_url=transport.url,
+                settings=self.config.oauth or OAuthSettings(),
+                clock=self.clock.now,
+            )
+        return self._oauth
+
+    async def _read_locked(self, locked: LockedLog) -> TokenState:
+        replay = await asyncio.to_thread(locked.read)
+        return replay.state
+
+    async def _refresh(self, locked: LockedLog) -> None:
+        self.counters["refreshes"] += 1
+        try:
+            disk = await self._read_locked(locked)
+        except TokenLogError as error:
+            await self.dispatch(StorageFailed(reason=str(error)))
+            return
+        mine = self.machine.tokens.tokens
+        if (
+            disk.tokens is not None
+            and disk.tokens != mine
+            and disk.tokens.freshness(self.clock.now(), self.refresh_buffer) is Freshness.VALID
+        ):
+            # Another process refreshed a moment ago: adopt, send nothing.
+            await self.dispatch(RefreshSuperseded(state=disk))
+            return
+        await self.dispatch(await self._refresh_request(disk))
+
+    async def _refresh_request(self, disk: TokenState) -> Event:
+        settings = self.config.oauth or OAuthSettings()
+        if disk.tokens is None or disk.refresh_token is None:
+            return RefreshFailed(failure=FailureClass.FINAL, reason="the token log holds no usable refresh token")
+        oauth = self._oauth_client()
+        try:
+            discovery = disk.discovery
+            if discovery is None:
+                discovery = await oauth.discover(self._www_authenticate)
+                await self._append([DiscoveryRecorded(discovery=discovery)])
+            client = disk.client
+            if client is None:
+                if settings.client_id is None:
+                    return RefreshFailed(
+                        failure=FailureClass.CLIENT_INVALID, reason="no client registration is on record"
+                    )
+                client = await oauth.ensure_client(discovery, None, None)
+            result = await oauth.refresh(discovery, client, disk.tokens)
+        except OAuthError as error:
+            return RefreshFailed(failure=error.failure_class, reason=str(error))
+        if isinstance(result, TokenFailure):
+            return RefreshFailed(failure=result.failure_class, reason=result.reason, retry_after=result.retry_after)
+        return RefreshSucceeded(tokens=result)
+
+    async def _authorize(self, locked: LockedLog, reason: str, scope: str | None) -> None:
+        self.counters["authorizations"] += 1
+        try:
+            disk = await self._read_locked(locked)
+        except TokenLogError as error:
+            await self.dispatch(StorageFailed(reason=str(error)))
+            return
+        mine = self.machine.tokens.tokens
+        if (
+            scope is None
+            and disk.tokens is not None
+            and disk.tokens != mine
+            and disk.tokens.freshness(self.clock.now(), self.refresh_buffer) is not Freshness.EXPIRED
+        ):
+            # Another process authorized while we waited for the lock: adopt its tokens.
+            await self.dispatch(TokensChanged(state=disk))
+            return
+        settings = self.config.oauth or OAuthSettings()
+        if not settings.client_credentials and not self.interactive:
+            await self.dispatch(AuthorizationFailed(reason=f"{reason} (this pool is not interactive)"))
+            return
+        await self.dispatch(await self._authorization_request(disk, settings, scope))
+
+    async def _authorization_request(self, disk: TokenState, settings: OAuthSettings, scope: str | None) -> Event:
+        oauth = self._oauth_client()
+        try:
+            discovery = await oauth.discover(self._www_authenticate)
+            if discovery != disk.discovery:
+                await self._append([DiscoveryRecorded(discovery=discovery)])
+            wanted = scope or select_scope(self._www_authenticate, discovery, settings.scopes)
+            known = disk.client if disk.discovery is None or disk.discovery.issuer == discovery.issuer else None
+
+            async def client_for(redirect_uri: str | None) -> Any:
+                client = await oauth.ensure_client(discovery, known, redirect_uri, scope=wanted)
+                if client != disk.client:
+                    await self._append([ClientRegistered(client=client)])
+                return client
+
+            if settings.client_credentials:
+                result = await oauth.client_credentials(discovery, await client_for(None), wanted)
+                if isinstance(result, TokenFailure):
+                    return AuthorizationFailed(reason=result.reason)
+                return AuthorizationSucceeded(tokens=result, grant="client_credentials")
+            tokens = await authorize_in_browser(
+                oauth,
+                discovery,
+                client_for,
+                scope=wanted,
+                open_url=self._count_launch,
+                timeout=self.authorization_timeout,
+                on_url=self.on_url,
+                preferred_port=loopback_redirect_port(known),
+            )
+        except AuthorizationTimeout:
+            return AuthorizationTimedOut()
+        except (AuthorizationError, OAuthError) as error:
+            return AuthorizationFailed(reason=str(error))
+        return AuthorizationSucceeded(tokens=tokens)
+
+    def _count_launch(self, url: str) -> bool:
+        self.counters["browser_launches"] += 1
+        return self.open_url(url)
+
+    # --- the MCP session ----------------------------------------------------------------
+
+    def _client(self) -> httpx2.AsyncClient:
+        if self._http is None:
+            transport = self.config.transport
+            headers = dict(transport.headers) if isinstance(transport, HttpServer) else {}
+            self._http = httpx2.AsyncClient(
+                transport=_Unclosable(self._transport),
+                auth=TetherAuth(self),
+                headers=headers,
+                timeout=httpx2.Timeout(30.0, read=300.0),
+                follow_redirects=False,
+            )
+        return self._http
+
+    @contextlib.asynccontextmanager
+    async def _streams(self) -> AsyncIterator[tuple[Any, Any]]:
+        transport = self.config.transport
+        if isinstance(transport, StdioServer):
+            params = StdioServerParameters(
+                command=transport.command, args=list(transport.args), env=dict(transport.env) or None,
+                cwd=transport.cwd,
+            )
+            async with stdio_client(params) as (read, write):
+                yield read, write
+        elif isinstance(transport, HttpServer) and transport.kind == "sse":
+            async with sse_client(transport.url, headers=dict(transport.headers), auth=TetherAuth(self)) as (
+                read,
+                write,
+            ):
+                yield read, write
+        elif isinstance(transport, HttpServer):
+            async with streamable_http_client(transport.url, http_client=self._client()) as (read, write):
+                yield read, write
+        else:
+            raise ServerUnavailable(self.name, cause=self.config.problem or f"{self.name!r} has no usable transport")
+
+    async def _run_session(self, closing: asyncio.Event) -> None:
+        self.counters["connects"] += 1
+        cause = "closed"
+        try:
+            async with self._streams() as (read, write), ClientSession(read, write) as session:
+                await asyncio.wait_for(session.initialize(), timeout=CONNECT_TIMEOUT + self._wait_timeout())
+                self._session = session
+                await self.dispatch(SessionUp())
+                await closing.wait()
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # the transport's own errors arrive as exception groups
+            cause = describe(self.auth_problem or error)
+        finally:
+            self._session = None
+        if not closing.is_set():
+            await self.dispatch(SessionLost(cause=cause))
+
+    # --- what TetherAuth asks ---------------------------------------------------------
+
+    async def token_for_request(self) -> str | None:
+        """The bearer token for a request now (None for servers without OAuth)."""
+        machine = self.machine
+        if not machine.requires_auth:
+            return None
+        token = machine.bearer()
+        if token is not None and not self._tick_due():
+            return token
+        await self.dispatch(ClockTick(now=self.clock.now()))
+        token = machine.bearer()
+        if token is not None:
+            return token
+        return await self._await_token(rejected=None, event=UseRequested())
+
+    async def recover(self, token: str | None, response: httpx2.Response) -> str | None:
+        """A request was refused: tell the machine and wait for a token worth retrying with."""
+        challenge = response.headers.get("WWW-Authenticate")
+        if response.status_code == 403:
+            return await self._await_token(
+                rejected=token,
+                event=InsufficientScope(scope=extract_scope_from_www_auth(response), www_authenticate=challenge),
+            )
+        if challenge:
+            self._www_authenticate = challenge
+        return await self._await_token(
+            rejected=token, event=Unauthorized(access_token=token, www_authenticate=challenge)
+        )
+
+    async def accepted(self) -> None:
+        if self.machine.awaiting_acceptance:
+            await self.dispatch(TokenAccepted())
+
+    async def _await_token(self, *, rejected: str | None, event: Event) -> str | None:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        deadline = asyncio.get_running_loop().time() + self._wait_timeout()
+        try:
+            await self.dispatch(event)
+            while True:
+                if waiter.done():
+                    waiter.result()  # raises the machine's problem
+                    return self.machine.bearer()
+                token = self.machine.bearer()
+                if token is not None and token != rejected:
+                    return token
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    raise ServerUnavailable(
+                        self.name, cause=f"no usable token for {self.name!r} within {self._wait_timeout():g} s"
+                    )
+                changed = self._changed
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), timeout=remaining)
+        except TetherError as error:
+            self.auth_problem = error
+            raise
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+
+class TetherAuth(httpx2.Auth):
+    """Attaches the connection's current bearer token; reports 401/403 to its machine.
+
+    Holds no lock across a request. A refused request is retried once with the
+    token the machine settles on (after re-reading the log, refreshing, or, as
+    the last resort, authorizing).
+    """
+
+    requires_request_body = True
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def sync_auth_flow(self, request: httpx2.Request) -> Generator[httpx2.Request, httpx2.Response, None]:
+        raise RuntimeError("mcp-tether authenticates asynchronous clients only")
+
+    async def async_auth_flow(self, request: httpx2.Request) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
+        connection = self._connection
+        token = await connection.token_for_request()
+        _authorize(request, token)
+        response = yield request
+        if response.status_code == 401 or _insufficient_scope(response):
+            await response.aread()
+            token = await connection.recover(token, response)
+            _authorize(request, token)
+            response = yield request
+        if response.status_code < 400:
+            await connection.accepted()
+
+
+def _authorize(request: httpx2.Request, token: str | None) -> None:
+    if token is None:
+        request.headers.pop("Authorization", None)
+    else:
+        request.headers["Authorization"] = f"Bearer {token}"
+
+
+def _insufficient_scope(response: httpx2.Response) -> bool:
+    return response.status_code == 403 and "insufficient_scope" in response.headers.get("WWW-Authenticate", "")
+
+
+class _Unclosable(httpx2.AsyncBaseTransport):
+    """The pool's shared transport, lent to one server's client: closing the client leaves it open."""
+
+    def __init__(self, transport: httpx2.AsyncBaseTransport) -> None:
+        self._transport = transport
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        return await self._transport.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def describe(error: BaseException) -> str:
+    """A one-line cause for an exception, unwrapping exception groups."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    if isinstance(error, BaseExceptionGroup):
+        return "; ".join(describe(inner) for inner in error.exceptions)
+    if isinstance(error, TetherError):
+        return str(error)
+    text = str(error) or type(error).__name__
+    return f"{type(error).__name__}: {text}" if type(error).__name__ not in text else text
+
+
+def _note(commands: list[Command]) -> str:
+    parts = []
+    for command in commands:
+        match command:
+            case StartAuthorization(reason=reason):
+                parts.append(f"authorize: {reason.value}")
+            case StartRefresh():
+                parts.append("refresh")
+            case OpenSession():
+                parts.append("open session")
+            case SetTimer(purpose=purpose):
+                parts.append(purpose)
+            case WakeWaiters(problem=problem) if problem is not None:
+                parts.append(problem.message)
+    return "; ".join(parts)
+
