@@ -226,12 +226,14 @@ class _EntryReader:
     entry: Mapping[str, object]
     environ: Mapping[str, str]
     unset: list[str] = attrs.field(factory=list)
+    prefix: str = ""  # where the fields sit, for messages: "" or "oauth."
 
     def field(self, *names: str) -> object:
         """The value under the first of ``names`` present (they are spellings of one field), or _ABSENT."""
         present = [name for name in names if name in self.entry]
         if len(present) > 1:
-            raise _BadEntry(f"`{present[0]}` and `{present[1]}` are the same setting; keep only one")
+            first, second = (f"`{self.prefix}{name}`" for name in present[:2])
+            raise _BadEntry(f"{first} and {second} are the same setting; keep only one")
         return self.entry[present[0]] if present else _ABSENT
 
     def expand(self, value: str, label: str) -> str:
@@ -294,7 +296,7 @@ class _EntryReader:
         if value is _ABSENT:
             return False
         if not isinstance(value, bool):
-            raise _BadEntry(f"`{names[0]}` must be true or false, not {_kind_of(value)}")
+            raise _BadEntry(f"`{self.prefix}{names[0]}` must be true or false, not {_kind_of(value)}")
         return value
 
 
@@ -389,7 +391,7 @@ def _oauth(entry: _EntryReader) -> OAuthSettings | None:
         return None
     if not isinstance(value, dict):
         raise _BadEntry(f"`oauth` must be an object, not {_kind_of(value)}")
-    reader = _EntryReader(value, entry.environ, entry.unset)
+    reader = _EntryReader(value, entry.environ, entry.unset, prefix="oauth.")
 
     def optional_text(camel: str, snake: str) -> str | None:
         found = reader.field(camel, snake)
