@@ -37,7 +37,7 @@ class SystemClock:
         return time.time()
 
     async def sleep_until(self, deadline: float) -> None:
-        while (remaining := deadline - time.time()) > 0:
+        while (remaining := deadline - time.time()) > 0:  # noqa: ASYNC110  # re-read the wall clock each slice
             await asyncio.sleep(min(remaining, SLICE))
 
     def __repr__(self) -> str:

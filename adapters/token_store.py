@@ -95,7 +95,7 @@ _log = logging.getLogger(__name__)
 #: Where tokens live unless ``$MCP_TETHER_TOKEN_DIR`` or the constructor says otherwise.
 DEFAULT_TOKEN_DIR: Final = Path("~/.claude/mcp-tokens")
 #: Environment variable naming the token directory.
-TOKEN_DIR_ENV: Final = "MCP_TETHER_TOKEN_DIR"  # noqa: S105 (a variable name, not a secret)
+TOKEN_DIR_ENV: Final = "MCP_TETHER_TOKEN_DIR"
 #: A log larger than this after an append is compacted to one snapshot record.
 COMPACT_THRESHOLD_BYTES: Final = 256 * 1024
 #: Seconds a caller waits for another process's refresh or authorization.

@@ -240,18 +240,17 @@ class Connection:
     async def _handle(self, event: Event) -> None:
         before = self.machine.state
         commands = self.machine.handle(event)
-        if self.on_transition is not None:
-            if not isinstance(event, ClockTick) or before is not self.machine.state:
-                self.on_transition(
-                    TransitionRecord(
-                        server=self.name,
-                        before=before.value,
-                        event=event.trigger,
-                        after=self.machine.state.value,
-                        at=self.machine.now,
-                        note=_note(commands),
-                    )
+        if self.on_transition is not None and (not isinstance(event, ClockTick) or before is not self.machine.state):
+            self.on_transition(
+                TransitionRecord(
+                    server=self.name,
+                    before=before.value,
+                    event=event.trigger,
+                    after=self.machine.state.value,
+                    at=self.machine.now,
+                    note=_note(commands),
                 )
+            )
         try:
             for command in commands:
                 await self._execute(command)

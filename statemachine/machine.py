@@ -1077,7 +1077,7 @@ class ConnectionMachine:
         model.commands = []
         if isinstance(event, ClockTick):
             model.now = event.now
-        model.trigger(event.trigger, event=event)
+        model.trigger(event.trigger, event=event)  # type: ignore[attr-defined]  # injected by transitions
         commands, model.commands = model.commands, []
         return commands
 

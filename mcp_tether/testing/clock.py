@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 __all__ = ["FakeClock", "OffsetClock"]
@@ -25,10 +26,8 @@ class _Advanceable:
             if self._changed is None:
                 self._changed = asyncio.Event()
             changed = self._changed
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), timeout=min(remaining, 1.0) if self._real else None)
-            except TimeoutError:
-                pass
 
     _real = True
 
