@@ -100,7 +100,7 @@ def render() -> str:
         INVARIANTS,
         "## Expiry policy",
         "",
-        f"- `expires_at = issued_at + expires_in`; `issued_at` is when the token response arrived, kept in the log.",
+        "- `expires_at = issued_at + expires_in`; `issued_at` is when the token response arrived, kept in the log.",
         f"- The refresh window opens `min(refresh_buffer, lifetime / 2)` before expiry (default buffer"
         f" {DEFAULT_REFRESH_BUFFER:.0f} s), minus a little jitter so processes do not refresh in step.",
         "- `expires_in` missing, non-numeric, NaN, zero or negative: unknown lifetime, used until a 401.",

@@ -8,15 +8,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transitions import EventData
 
-from mcp_tether.statemachine.commands import AppendLog, OpenSession, StartAuthorization, StartRefresh, WakeWaiters
+from mcp_tether.statemachine.commands import (
+    AppendLog,
+    OpenSession,
+    StartAuthorization,
+    StartRefresh,
+    WakeWaiters,
+)
 from mcp_tether.statemachine.events import EVENT_TYPES, ClockTick, Event, TokensLoaded, UseRequested
 from mcp_tether.statemachine.machine import (
+    _GUARD_ALIASES,
     SESSION_STATES,
     TABLE,
     TRIGGERS,
     ConnectionMachine,
+    RetryPolicy,
     State,
-    _GUARD_ALIASES,
     _Model,
     callback_names,
 )
@@ -52,8 +59,13 @@ def test_every_callback_name_resolves() -> None:
 
 
 def test_guard_aliases_do_not_shadow_data() -> None:
-    model = _Model("x", requires_auth=True, refresh_buffer=300.0, policy=__import__(
-        "mcp_tether.statemachine.machine", fromlist=["RetryPolicy"]).RetryPolicy(), misconfigured=None)
+    model = _Model(
+        "x",
+        requires_auth=True,
+        refresh_buffer=300.0,
+        policy=RetryPolicy(),
+        misconfigured=None,
+    )
     for guard, alias in _GUARD_ALIASES.items():
         assert not callable(getattr(model, guard))
         assert callable(getattr(model, alias))
@@ -80,14 +92,19 @@ def machines(draw: st.DrawFn, state: State) -> tuple[ConnectionMachine, dict]:
     return build(params), params
 
 
-_MACHINES = (ConnectionMachine("product", requires_auth=True), ConnectionMachine("product", requires_auth=True))
+_MACHINES = (
+    ConnectionMachine("product", requires_auth=True),
+    ConnectionMachine("product", requires_auth=True),
+)
 
 
 def build(params: dict, slot: int = 0) -> ConnectionMachine:
     """Reset one of two long-lived machines (building a transitions machine is slow) to ``params``."""
     machine = _MACHINES[slot]
     model = machine._model
-    fresh = _Model("product", requires_auth=True, refresh_buffer=300.0, policy=model.policy, misconfigured=None)
+    fresh = _Model(
+        "product", requires_auth=True, refresh_buffer=300.0, policy=model.policy, misconfigured=None
+    )
     for key, value in vars(fresh).items():
         if key != "state":
             setattr(model, key, value)
@@ -104,7 +121,9 @@ def expected_destination(machine: ConnectionMachine, event: Event) -> State:
     state = machine.state
     if isinstance(event, ClockTick):
         model.now = event.now
-    data = EventData(None, type("E", (), {"name": event.trigger})(), machine._machine, model, (), {"event": event})
+    data = EventData(
+        None, type("E", (), {"name": event.trigger})(), machine._machine, model, (), {"event": event}
+    )
     for row in rows_for(state, event.trigger):
         for name in row.prepare:
             getattr(model, name)(data)
@@ -133,14 +152,20 @@ def test_each_pair_ends_where_the_table_says(state: State, kind: type, data: st.
     kinds = [type(c) for c in commands]
     if AppendLog in kinds and (OpenSession in kinds or WakeWaiters in kinds):
         first_use = min(i for i, k in enumerate(kinds) if k in (OpenSession, WakeWaiters))
-        issued = [i for i, c in enumerate(commands) if isinstance(c, AppendLog)
-                  and any(isinstance(e, TokensIssued) for e in c.events)]
+        issued = [
+            i
+            for i, c in enumerate(commands)
+            if isinstance(c, AppendLog) and any(isinstance(e, TokensIssued) for e in c.events)
+        ]
         assert all(i < first_use for i in issued)
     if StartRefresh in kinds:
         assert not params["refresh_in_flight"]
     if StartAuthorization in kinds:
-        assert machine.waiters > 0 or params["waiters"] > 0 or event.trigger in {
-            "use_requested", "unauthorized", "insufficient_scope"}
+        assert (
+            machine.waiters > 0
+            or params["waiters"] > 0
+            or event.trigger in {"use_requested", "unauthorized", "insufficient_scope"}
+        )
 
 
 def test_first_use_of_a_server_without_oauth_skips_the_token_states() -> None:

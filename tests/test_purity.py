@@ -47,7 +47,12 @@ def imported_modules(path: Path) -> set[str]:
             else:
                 assert node.module is not None
                 names.add(node.module)
-        elif isinstance(node, ast.Call) and getattr(node.func, "id", None) in {"__import__", "exec", "eval", "open"}:
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", None) in {
+            "__import__",
+            "exec",
+            "eval",
+            "open",
+        }:
             names.add(f"<call {node.func.id}>")  # type: ignore[attr-defined]
     return names
 
@@ -78,7 +83,9 @@ def test_core_reads_no_clock(path: Path) -> None:
     reads = [
         node.func.attr
         for node in ast.walk(tree)
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in CLOCK_READS
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in CLOCK_READS
     ]
     assert not reads, f"{path.name} reads a clock ({reads}): time must enter as ClockTick events"
 

@@ -70,11 +70,15 @@ def test_unknown_lifetime_is_valid_until_rejected() -> None:
 
 def test_response_without_refresh_token_keeps_the_old_one() -> None:
     old = TokenSet(access_token="a", refresh_token="r1", scope="read", issued_at=T0, expires_in=60)
-    new = TokenSet.from_token_response({"access_token": "b", "expires_in": 60}, received_at=T0 + 30, previous=old)
+    new = TokenSet.from_token_response(
+        {"access_token": "b", "expires_in": 60}, received_at=T0 + 30, previous=old
+    )
     assert new is not None
     assert new.refresh_token == "r1"
     assert new.scope == "read"
-    rotated = TokenSet.from_token_response({"access_token": "c", "refresh_token": "r2"}, received_at=T0, previous=old)
+    rotated = TokenSet.from_token_response(
+        {"access_token": "c", "refresh_token": "r2"}, received_at=T0, previous=old
+    )
     assert rotated is not None and rotated.refresh_token == "r2"
 
 
