@@ -15,18 +15,38 @@ design's invariants after every step:
 
 Executor authors can subclass it, or run it through :func:`run_simulation`.
 The token log is pluggable: an in-memory list by default, or any object with
-``read() -> TokenState`` and ``append(events, at)``.
+``read() -> TokenState`` and ``append(events, at)``; :class:`TokenStoreLog`
+is the real file store in a temporary directory, where the simulation can
+also tear an append in half (a crash mid-write) and check nothing is lost.
+
+:func:`simulation_class` builds a variant with more processes sharing the log:
+each extra process has its own real machine, driven to completion at once by
+a driver that keeps the refresh lock discipline (re-read the log under the
+lock, adopt tokens another process issued, refresh only when still stale), and
+can crash and restart at any step. Every process is held to the invariants
+that apply to it (no expired token offered, browser only as the last resort).
+
+:func:`run_simulation` runs it with a given seed (reproducible) and returns a
+:class:`SimulationReport`: the invariants checked, counts, and on a violation
+the minimal failing sequence Hypothesis found.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Protocol
+import contextlib
+import os
+import shutil
+import tempfile
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
 
 import attrs
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from mcp_tether.adapters.token_store import TokenStore
 from mcp_tether.statemachine.commands import (
     AppendLog,
     AuthorizationReason,
@@ -64,12 +84,28 @@ from mcp_tether.statemachine.tokenlog import LogEvent, LogRecord, TokensIssued, 
 from mcp_tether.statemachine.tokens import Freshness, TokenSet, TokenState
 
 __all__ = [
+    "INVARIANTS",
     "ConnectionSimulation",
     "InvariantViolation",
     "MemoryLog",
     "ModelAuthorizationServer",
     "SimulatedLog",
+    "SimulationCounts",
+    "SimulationReport",
+    "TokenStoreLog",
+    "run_simulation",
+    "simulation_class",
 ]
+
+#: The invariants checked after every step, as :func:`run_simulation` reports them.
+INVARIANTS: tuple[str, ...] = (
+    "no process ever offers an expired or rejected access token to a request",
+    "a browser authorization happens only as the last resort, and only while a caller waits",
+    "at most one refresh is in flight per process, and the machine and its driver agree on it",
+    "every waiting caller has an operation or a timer that will answer it",
+    "the token state equals the fold (and a fresh replay) of the token log",
+    "a process restarted from the log loses no token a request was sent with (the log is written first)",
+)
 
 START = 1_800_000_000.0
 
@@ -98,6 +134,51 @@ class MemoryLog:
     def append(self, events: Sequence[LogEvent], at: float) -> None:
         for event in events:
             self.records.append(LogRecord(seq=len(self.records) + 1, at=at, event=event))
+
+
+class TokenStoreLog:
+    """The real token log (:class:`~mcp_tether.adapters.token_store.TokenStore`) in a directory.
+
+    Args:
+        token_dir: where the log lives (the caller owns and removes it).
+        server: the server name the log belongs to.
+    """
+
+    def __init__(self, token_dir: Path, server: str = "sim") -> None:
+        self.token_dir = token_dir
+        self.log = TokenStore(token_dir).log(server)
+        #: Warnings the store gave while reading (torn tails it repaired).
+        self.warnings: list[str] = []
+
+    def read(self) -> TokenState:
+        replay = self.log.read()
+        self.warnings.extend(replay.warnings)
+        return replay.state
+
+    def append(self, events: Sequence[LogEvent], at: float) -> None:
+        self.log.append(events, at=at)
+
+    def tear(self, data: bytes) -> None:
+        """Leave a partial line at the end of the log, as a crash during an append does."""
+        fd = os.open(self.log.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+
+
+@attrs.define
+class SimulationCounts:
+    """What happened during a simulation run, summed over all examples."""
+
+    examples: int = 0
+    steps: int = 0
+    refreshes: int = 0
+    authorizations: int = 0
+    reuse_detections: int = 0
+    restarts: int = 0
+    torn_appends: int = 0
+    peer_actions: int = 0
 
 
 @attrs.define
@@ -151,14 +232,35 @@ _DELTAS = st.sampled_from([0.0, 0.5, 1.0, 5.0, 30.0, 200.0, 1700.0, 3000.0, 3400
 class ConnectionSimulation(RuleBasedStateMachine):
     """Drives one connection machine through random sequences and checks the invariants."""
 
+    #: Extra processes sharing the log (see :func:`simulation_class`).
+    peer_count: ClassVar[int] = 0
+    #: Use the real token log in a temporary directory instead of a list.
+    real_log: ClassVar[bool] = False
+    #: Where every instance adds what happened (replace it to collect per run).
+    counts: ClassVar[SimulationCounts] = SimulationCounts()
+
     def __init__(self) -> None:
         super().__init__()
         self.now = START
-        self.log: SimulatedLog = MemoryLog()
+        self.token_dir: Path | None = None
+        if self.real_log:
+            self.token_dir = Path(tempfile.mkdtemp(prefix="mcp-tether-sim-"))
+            self.log: SimulatedLog = TokenStoreLog(self.token_dir / "tokens")
+        else:
+            self.log = MemoryLog()
         self.server = ModelAuthorizationServer()
         self.machine = ConnectionMachine("sim", requires_auth=True)
+        self.peers = [ConnectionMachine("sim", requires_auth=True) for _ in range(self.peer_count)]
         self.reset_process()
         self.trace: list[str] = []
+        self.counts.examples += 1
+
+    def teardown(self) -> None:
+        self.counts.refreshes += self.server.refreshes
+        self.counts.authorizations += self.server.authorizations
+        self.counts.reuse_detections += self.server.reuse_detections
+        if self.token_dir is not None:
+            shutil.rmtree(self.token_dir, ignore_errors=True)
 
     # --- the simulated driver ------------------------------------------------------
 
@@ -178,6 +280,7 @@ class ConnectionSimulation(RuleBasedStateMachine):
 
     def feed(self, event: Event) -> list[Command]:
         self.trace.append(f"{self.machine.state.value} <- {type(event).__name__}")
+        self.counts.steps += 1
         if isinstance(event, UseRequested | Unauthorized | InsufficientScope):
             self.waiters += 1
         adopts = isinstance(event, RefreshSuperseded) or (
@@ -375,6 +478,7 @@ class ConnectionSimulation(RuleBasedStateMachine):
             self.server.refresh(self.pending_refresh, self.now)
         self.machine = ConnectionMachine("sim", requires_auth=True)
         self.reset_process()
+        self.counts.restarts += 1
         self.feed(ClockTick(now=self.now))
 
     @rule()
@@ -389,6 +493,80 @@ class ConnectionSimulation(RuleBasedStateMachine):
     @precondition(lambda self: self.machine.state is State.CLOSED)
     @rule()
     def pool_reopens(self) -> None:
+        self.process_restarts(answered=False)
+
+    # --- rules: other processes sharing the log -------------------------------------------
+
+    def drive_peer(self, index: int, event: Event) -> None:
+        """Feed a peer process one event and execute its commands to completion, under the lock discipline."""
+        machine = self.peers[index]
+        queue: deque[Event] = deque([event])
+        wrote = False
+        for _ in range(64):  # bounded: a use settles in a handful of steps
+            if not queue:
+                break
+            commands = machine.handle(queue.popleft())
+            self.counts.steps += 1
+            for command in commands:
+                match command:
+                    case LoadTokens():
+                        queue.append(TokensLoaded(state=self.log.read()))
+                    case StartRefresh():
+                        queue.append(self.refresh_under_lock(machine))
+                    case StartAuthorization(reason=reason):
+                        if reason is not AuthorizationReason.INSUFFICIENT_SCOPE and machine.tokens.refresh_token:
+                            raise InvariantViolation(
+                                f"process {index + 2}: authorization ({reason.name}) although a usable refresh "
+                                "token exists"
+                            )
+                        queue.append(AuthorizationSucceeded(tokens=self.server.authorize(self.now)))
+                    case OpenSession():
+                        queue.append(SessionUp())
+                    case AppendLog(events=events):
+                        self.log.append(events, self.now)
+                        wrote = wrote or any(isinstance(item, TokensIssued) for item in events)
+                    case _:
+                        pass
+            bearer = machine.bearer()
+            if bearer is not None and machine.tokens.freshness(self.now) is Freshness.EXPIRED:
+                raise InvariantViolation(f"process {index + 2}: an expired access token is offered to requests")
+        if wrote:
+            self.others_wrote = True
+            self.feed(TokensChanged(state=self.log.read()))
+
+    def refresh_under_lock(self, machine: ConnectionMachine) -> Event:
+        """The refresh protocol: re-read the log; adopt newer tokens; otherwise refresh what is stored."""
+        sent = machine.tokens.refresh_token
+        on_disk = self.log.read()
+        if on_disk.refresh_token is not None and on_disk.refresh_token != sent:
+            return RefreshSuperseded(state=on_disk)
+        if sent is None:
+            raise InvariantViolation("a refresh started without a refresh token")
+        tokens = self.server.refresh(sent, self.now)
+        if tokens is None:
+            return RefreshFailed(failure=FailureClass.FINAL, reason="invalid_grant")
+        return RefreshSucceeded(tokens=tokens)
+
+    @precondition(lambda self: bool(self.peers))
+    @rule(index=st.integers(min_value=0, max_value=15), action=st.sampled_from(["use", "tick", "crash"]))
+    def peer_acts(self, index: int, action: str) -> None:
+        index %= len(self.peers)
+        self.counts.peer_actions += 1
+        if action == "crash":
+            self.peers[index] = ConnectionMachine("sim", requires_auth=True)
+            self.counts.restarts += 1
+        elif action == "tick":
+            self.drive_peer(index, ClockTick(now=self.now))
+        else:
+            self.drive_peer(index, ClockTick(now=self.now))
+            self.drive_peer(index, UseRequested())
+
+    @precondition(lambda self: isinstance(self.log, TokenStoreLog) and self.log.log.path.exists())
+    @rule(cut=st.integers(min_value=1, max_value=60))
+    def append_torn_by_a_crash(self, cut: int) -> None:
+        assert isinstance(self.log, TokenStoreLog)
+        self.log.tear(b'{"v":1,"seq":999,"at":1,"server":"sim","kind":"tokens_issued","data":{"tokens":'[:cut])
+        self.counts.torn_appends += 1
         self.process_restarts(answered=False)
 
     # --- invariants ------------------------------------------------------------------------
@@ -446,19 +624,113 @@ def strip_seq(state: TokenState) -> TokenState:
     return attrs.evolve(state, last_seq=0)
 
 
+def simulation_class(*, processes: int = 1, real_log: bool = False) -> type[ConnectionSimulation]:
+    """A :class:`ConnectionSimulation` with ``processes`` processes sharing one log.
+
+    Args:
+        processes: how many processes share the token log (1 to 16); the first is
+            driven step by step, the others act atomically under the lock discipline.
+        real_log: use the real file store in a temporary directory.
+
+    Returns:
+        A new subclass (its ``TestCase`` runs it under pytest).
+
+    Raises:
+        ValueError: ``processes`` is out of range.
+    """
+    if not 1 <= processes <= 16:
+        raise ValueError(f"processes must be between 1 and 16, not {processes}")
+    return type(
+        f"ConnectionSimulation{processes}P{'File' if real_log else ''}",
+        (ConnectionSimulation,),
+        {"peer_count": processes - 1, "real_log": real_log, "__module__": __name__},
+    )
+
+
+@attrs.frozen(kw_only=True)
+class SimulationReport:
+    """The outcome of :func:`run_simulation`."""
+
+    seed: int
+    ok: bool
+    counts: SimulationCounts
+    invariants: tuple[str, ...] = INVARIANTS
+    #: The violated invariant's message (None when all held).
+    failure: str | None = None
+    #: The minimal failing sequence of steps Hypothesis found, one per line.
+    minimal_example: tuple[str, ...] = ()
+
+
+@contextlib.contextmanager
+def _collecting(cls: type[ConnectionSimulation], counts: SimulationCounts) -> Iterator[None]:
+    previous = cls.counts
+    cls.counts = counts
+    try:
+        yield
+    finally:
+        cls.counts = previous
+
+
 def run_simulation(
     *,
     steps: int = 50,
     examples: int = 100,
     make: Callable[[], ConnectionSimulation] | None = None,
-) -> None:
-    """Run the simulation; raises the minimal failing example's error on a violation."""
-    from hypothesis import settings
-    from hypothesis.stateful import run_state_machine_as_test
+    seed: int = 0,
+    processes: int = 1,
+    real_log: bool = False,
+    counts: SimulationCounts | None = None,
+) -> SimulationReport:
+    """Run the simulation; the same arguments give the same run.
 
-    factory = make or ConnectionSimulation
-    run_state_machine_as_test(
+    Args:
+        steps: longest sequence of steps per example.
+        examples: how many sequences to try.
+        make: the simulation factory; default :func:`simulation_class` of
+            ``processes`` and ``real_log``.
+        seed: the random seed (runs are reproducible; no example database is used).
+        processes: processes sharing the log (when ``make`` is None).
+        real_log: use the real token log in a temporary directory (when ``make`` is None).
+        counts: where to add counts while running (to show progress from another thread).
+
+    Returns:
+        The report; ``ok`` False with the minimal failing sequence on a violation.
+    """
+    from hypothesis import HealthCheck, settings
+    from hypothesis import seed as with_seed
+    from hypothesis.reporting import with_reporter
+    from hypothesis.stateful import get_state_machine_test
+
+    factory: Any = make or simulation_class(processes=processes, real_log=real_log)
+    counts = counts if counts is not None else SimulationCounts()
+    test = get_state_machine_test(
         factory,
-        settings=settings(max_examples=examples, stateful_step_count=steps, deadline=None, database=None,
-                          print_blob=False),
+        settings=settings(
+            max_examples=examples,
+            stateful_step_count=steps,
+            deadline=None,
+            database=None,
+            print_blob=False,
+            suppress_health_check=list(HealthCheck),
+        ),
     )
+    test = with_seed(seed)(test)
+    reported: list[str] = []
+
+    def report(value: object) -> None:
+        reported.append(str(value))
+
+    owner = factory if isinstance(factory, type) else ConnectionSimulation
+    with _collecting(owner, counts), with_reporter(report):
+        try:
+            test()
+        except Exception as error:  # any exception is a failure the report must show
+            failure = str(error) if isinstance(error, InvariantViolation) else f"{type(error).__name__}: {error}"
+            return SimulationReport(
+                seed=seed,
+                ok=False,
+                counts=counts,
+                failure=failure,
+                minimal_example=tuple(line for text in reported for line in text.splitlines()),
+            )
+    return SimulationReport(seed=seed, ok=True, counts=counts)
