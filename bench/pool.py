@@ -1,0 +1,647 @@
+"""ServerPool benchmark: mcp-tether against the mcp SDK's own ``OAuthClientProvider``, side by side.
+
+Every figure is measured in this run, on the same loopback servers
+(:class:`~mcp_tether.testing.serve.LoopbackOAuthEnvironment`: a simulated
+authorization server and one MCP server with an OAuth-protected and an open
+endpoint), and printed as one table: target, ours, the reference it is compared
+with, the ratio, and what the SDK's provider does in the same situation.
+
+Rows:
+
+1. 50 concurrent ``sleep(100)`` calls on one session: ServerPool (OAuth) against
+   a bare session on the open endpoint (no auth); the SDK provider (OAuth).
+2. Per-call latency (median, p99) of sequential ``echo`` calls: ServerPool
+   against a bare session with a static bearer header (interleaved, same
+   token); the SDK provider.
+3. HTTP requests (authorization server plus resource server, counted at the
+   servers, the browser's ``/authorize`` included) until the first tool result:
+   cold start, warm restart with valid tokens, restart with an expired access
+   token and a valid refresh token; browser launches.
+4. 5-second access tokens over a stretch of continuous calls, and the same with
+   a resource server that refuses tokens 0.5 s before their ``expires_in``:
+   re-authorizations (browser) and failed calls.
+5. A pool of 100 lazy servers: requests made, files created and start-up time
+   (child processes) against a bare ``import mcp_tether``; memory per connected
+   session (tracemalloc) with the pool's one shared HTTP transport against one
+   ``httpx2.AsyncClient`` per bare session.
+
+Run: ``python bench/pool.py`` (about a minute) or ``python bench/pool.py --quick``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import attrs
+import httpx2
+from mcp.client.auth import OAuthClientProvider, TokenStorage
+from mcp.client.session import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+from pydantic import AnyUrl
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from mcp_tether.pool import ServerPool
+from mcp_tether.testing.authserver import SimulatedAuthorizationServer
+from mcp_tether.testing.browser import HeadlessBrowser
+from mcp_tether.testing.serve import LoopbackOAuthEnvironment
+
+SERVER = "notion"
+SDK_REDIRECT = "http://127.0.0.1:33418/callback"
+CALL_TIMEOUT = 30.0
+
+
+# ----------------------------------------------------------------------------- measuring helpers
+
+
+class RequestCounter:
+    """ASGI wrapper counting every HTTP request a server receives, by (server, method, path)."""
+
+    def __init__(self, app: ASGIApp, label: str, counts: collections.Counter[tuple[str, str, str]]) -> None:
+        self._app = app
+        self._label = label
+        self._counts = counts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            self._counts[(self._label, scope["method"], scope["path"])] += 1
+        await self._app(scope, receive, send)
+
+
+class CountedEnvironment:
+    """A loopback OAuth environment whose two servers count the requests they receive."""
+
+    def __init__(self, auth: SimulatedAuthorizationServer | None = None) -> None:
+        self.counts: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        self.env = LoopbackOAuthEnvironment(auth)
+        self.env.auth.app = RequestCounter(self.env.auth.app, "AS", self.counts)  # type: ignore[assignment]
+        self.env.resource.app = RequestCounter(self.env.resource.app, "RS", self.counts)  # type: ignore[assignment]
+
+    def snapshot(self) -> collections.Counter[tuple[str, str, str]]:
+        return collections.Counter(self.counts)
+
+    def since(self, before: collections.Counter[tuple[str, str, str]]) -> collections.Counter[tuple[str, str, str]]:
+        return self.snapshot() - before
+
+    async def __aenter__(self) -> CountedEnvironment:
+        await self.env.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.env.__aexit__(None, None, None)
+
+
+class MemoryStorage(TokenStorage):
+    """The SDK's token storage, in memory (what survives a 'restart' of the SDK client)."""
+
+    def __init__(self) -> None:
+        self.tokens: OAuthToken | None = None
+        self.client: OAuthClientInformationFull | None = None
+
+    async def get_tokens(self) -> OAuthToken | None:
+        return self.tokens
+
+    async def set_tokens(self, tokens: OAuthToken) -> None:
+        self.tokens = tokens
+
+    async def get_client_info(self) -> OAuthClientInformationFull | None:
+        return self.client
+
+    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+        self.client = client_info
+
+
+class SdkClient:
+    """The SDK's ``OAuthClientProvider``, with a 'browser' that follows the authorization URL."""
+
+    def __init__(self, mcp_url: str, storage: MemoryStorage | None = None) -> None:
+        self.mcp_url = mcp_url
+        self.storage = storage or MemoryStorage()
+        self.launches = 0
+        self._redirect: dict[str, str] = {}
+
+    async def _open(self, url: str) -> None:
+        self.launches += 1
+        async with httpx2.AsyncClient(timeout=10) as browser:
+            answer = await browser.get(url)
+        query = parse_qs(urlsplit(answer.headers["location"]).query)
+        self._redirect = {key: values[0] for key, values in query.items()}
+
+    async def _callback(self) -> AuthorizationCodeResult:
+        return AuthorizationCodeResult(
+            code=self._redirect["code"], state=self._redirect.get("state"), iss=self._redirect.get("iss")
+        )
+
+    def provider(self) -> OAuthClientProvider:
+        return OAuthClientProvider(
+            self.mcp_url,
+            OAuthClientMetadata(
+                redirect_uris=[AnyUrl(SDK_REDIRECT)],
+                token_endpoint_auth_method="none",
+                grant_types=["authorization_code", "refresh_token"],
+            ),
+            self.storage,
+            self._open,
+            self._callback,
+        )
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[ClientSession]:
+        """A new provider over the stored tokens: a restart of an SDK-based client."""
+        async with bare_session(self.mcp_url, auth=self.provider()) as session:
+            yield session
+
+
+@contextlib.asynccontextmanager
+async def bare_session(
+    url: str, *, headers: dict[str, str] | None = None, auth: httpx2.Auth | None = None
+) -> AsyncIterator[ClientSession]:
+    """An initialized mcp ``ClientSession`` over streamable HTTP with its own ``httpx2.AsyncClient``."""
+    async with (
+        httpx2.AsyncClient(headers=headers, auth=auth, timeout=httpx2.Timeout(30.0, read=300.0)) as http,
+        streamable_http_client(url, http_client=http) as (read, write),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        yield session
+
+
+def write_config(path: Path, servers: dict[str, str]) -> Path:
+    """A ``.claude.json``-style file with lazy (``disabled``) http servers."""
+    entries = {name: {"type": "http", "url": url, "disabled": True} for name, url in servers.items()}
+    path.write_text(json.dumps({"mcpServers": entries}))
+    return path
+
+
+def new_pool(config: Path, token_dir: Path, browser: HeadlessBrowser, *, refresh_buffer: float = 300.0) -> ServerPool:
+    return ServerPool.from_config(
+        config, token_dir, connected_servers=[], interactive=True, refresh_buffer=refresh_buffer, open_url=browser
+    )
+
+
+async def timed(action: Callable[[], Awaitable[Any]]) -> float:
+    start = time.perf_counter()
+    await action()
+    return time.perf_counter() - start
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def text_of(result: Any) -> str:
+    if result.is_error:
+        raise RuntimeError(f"tool error: {result.content}")
+    return str(result.content[0].text)
+
+
+# ----------------------------------------------------------------------------- the table
+
+
+@attrs.frozen(kw_only=True)
+class Row:
+    metric: str
+    target: str
+    ours: str
+    reference: str = ""
+    ratio: str = ""
+    sdk: str = ""
+    ok: bool | None = None
+
+
+def fmt_ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def print_table(rows: list[Row]) -> None:
+    header = ("metric", "target", "ours", "reference", "ours/ref", "SDK OAuthClientProvider", "")
+    cells = [header] + [
+        (r.metric, r.target, r.ours, r.reference, r.ratio, r.sdk, {True: "ok", False: "MISSED", None: ""}[r.ok])
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    line = "  ".join("-" * w for w in widths)
+    print(line)
+    for index, row in enumerate(cells):
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        if index == 0:
+            print(line)
+    print(line)
+
+
+# ----------------------------------------------------------------------------- 1. concurrency
+
+
+async def concurrency(counted: CountedEnvironment, pool: ServerPool, sdk: SdkClient, repeats: int) -> list[Row]:
+    env = counted.env
+    calls = 50
+
+    async def fifty(call: Callable[[], Awaitable[Any]]) -> float:
+        samples = []
+        for _ in range(repeats):
+            samples.append(await timed(lambda: asyncio.gather(*(call() for _ in range(calls)))))
+        return statistics.median(samples)
+
+    async with bare_session(env.open_mcp_url) as open_session:
+        await open_session.call_tool("sleep", {"ms": 100})
+        no_auth = await fifty(lambda: open_session.call_tool("sleep", {"ms": 100}))
+    ours = await fifty(lambda: pool.call_tool(SERVER, "sleep", {"ms": 100}))
+    async with sdk.session() as sdk_session:
+        await sdk_session.call_tool("sleep", {"ms": 100})
+        sdk_time = await timed(lambda: asyncio.gather(*(sdk_session.call_tool("sleep", {"ms": 100}) for _ in range(calls))))
+    ratio = ours / no_auth
+    return [
+        Row(
+            metric="50 in-flight sleep(100) on one session",
+            target="<= 1.10x no auth",
+            ours=fmt_ms(ours),
+            reference=f"{fmt_ms(no_auth)} (open endpoint)",
+            ratio=f"{ratio:.2f}x",
+            sdk=f"{fmt_ms(sdk_time)} ({sdk_time / no_auth:.1f}x)",
+            ok=ratio <= 1.10,
+        )
+    ]
+
+
+# ----------------------------------------------------------------------------- 2. latency
+
+
+async def latency(counted: CountedEnvironment, pool: ServerPool, sdk: SdkClient, calls: int) -> list[Row]:
+    env = counted.env
+    assert sdk.storage.tokens is not None
+    headers = {"Authorization": f"Bearer {sdk.storage.tokens.access_token}"}
+    ours: list[float] = []
+    bare: list[float] = []
+    sdk_samples: list[float] = []
+    async with bare_session(env.mcp_url, headers=headers) as session, sdk.session() as sdk_session:
+        for _ in range(50):  # warm up both paths
+            await pool.call_tool(SERVER, "echo", {"text": "w"})
+            await session.call_tool("echo", {"text": "w"})
+        for index in range(calls):
+            # Interleaved, alternating who goes first, so drift and noise hit both alike.
+            first, second = (ours, bare) if index % 2 == 0 else (bare, ours)
+            for samples in (first, second):
+                if samples is ours:
+                    samples.append(await timed(lambda: pool.call_tool(SERVER, "echo", {"text": "x"})))
+                else:
+                    samples.append(await timed(lambda: session.call_tool("echo", {"text": "x"})))
+        for _ in range(max(100, calls // 5)):
+            sdk_samples.append(await timed(lambda: sdk_session.call_tool("echo", {"text": "x"})))
+    rows = []
+    for label, fraction in (("median", 0.5), ("p99", 0.99)):
+        mine, theirs = percentile(ours, fraction), percentile(bare, fraction)
+        rows.append(
+            Row(
+                metric=f"per-call latency, {label} of {calls} echo",
+                target="<= 1.10x static bearer",
+                ours=fmt_ms(mine),
+                reference=f"{fmt_ms(theirs)} (static bearer)",
+                ratio=f"{mine / theirs:.2f}x",
+                sdk=fmt_ms(percentile(sdk_samples, fraction)) + f" ({len(sdk_samples)} calls)",
+                ok=mine / theirs <= 1.10,
+            )
+        )
+    return rows
+
+
+# ----------------------------------------------------------------------------- 3. requests to first result
+
+
+def describe_counts(counts: collections.Counter[tuple[str, str, str]]) -> str:
+    by_server = collections.Counter()  # type: collections.Counter[str]
+    for (server, _, _), number in counts.items():
+        by_server[server] += number
+    total = sum(counts.values())
+    return f"{total} (AS {by_server['AS']}, RS {by_server['RS']})"
+
+
+async def first_result_ours(
+    counted: CountedEnvironment, config: Path, token_dir: Path
+) -> tuple[collections.Counter[tuple[str, str, str]], dict[str, int]]:
+    browser = HeadlessBrowser()
+    before = counted.snapshot()
+    async with new_pool(config, token_dir, browser) as pool:
+        text_of(await pool.call_tool(SERVER, "echo", {"text": "first"}))
+        counts = counted.since(before)
+        counters = dict(pool.connection(SERVER).counters)
+    counters["browser"] = browser.launches
+    return counts, counters
+
+
+async def first_result_sdk(counted: CountedEnvironment, sdk: SdkClient) -> tuple[collections.Counter[Any], int]:
+    launches = sdk.launches
+    before = counted.snapshot()
+    async with sdk.session() as session:
+        text_of(await session.call_tool("echo", {"text": "first"}))
+        counts = counted.since(before)
+    return counts, sdk.launches - launches
+
+
+async def requests_to_first_result(counted: CountedEnvironment, work: Path) -> tuple[list[Row], list[str]]:
+    env = counted.env
+    config = write_config(work / "first.json", {SERVER: env.mcp_url})
+    notes: list[str] = []
+    rows: list[Row] = []
+
+    cold_dir, expired_dir = work / "tokens-cold", work / "tokens-expired"
+    sdk = SdkClient(env.mcp_url)
+    cold, cold_counters = await first_result_ours(counted, config, cold_dir)
+    sdk_cold, sdk_cold_launches = await first_result_sdk(counted, sdk)
+    warm, warm_counters = await first_result_ours(counted, config, cold_dir)
+    sdk_warm, sdk_warm_launches = await first_result_sdk(counted, sdk)
+
+    # Seed tokens that expire 2 s after issue, let them expire, then restart.
+    env.auth.access_token_lifetime = 2.0
+    sdk_expired = SdkClient(env.mcp_url)
+    await first_result_ours(counted, config, expired_dir)
+    await first_result_sdk(counted, sdk_expired)
+    env.auth.access_token_lifetime = 3600.0
+    await asyncio.sleep(2.3)
+    expired, expired_counters = await first_result_ours(counted, config, expired_dir)
+    sdk_exp, sdk_exp_launches = await first_result_sdk(counted, sdk_expired)
+
+    mcp_only = sum(n for (server, method, path), n in warm.items() if server == "RS" and path == "/mcp")
+    cases = [
+        ("cold start", 7, cold, cold_counters, sdk_cold, sdk_cold_launches, 1),
+        ("warm restart, valid tokens", 2, warm, warm_counters, sdk_warm, sdk_warm_launches, 0),
+        ("restart, AT expired + RT valid", 2, expired, expired_counters, sdk_exp, sdk_exp_launches, 0),
+    ]
+    for label, target, counts, counters, sdk_counts, sdk_launches, browser_target in cases:
+        total = sum(counts.values())
+        rows.append(
+            Row(
+                metric=f"requests to first result: {label}",
+                target=f"<= {target}, browser {browser_target}",
+                ours=f"{describe_counts(counts)}, browser {counters['browser']}",
+                reference=f"auth overhead {total - mcp_only}",
+                sdk=f"{describe_counts(sdk_counts)}, browser {sdk_launches}",
+                ok=total <= target and counters["browser"] == browser_target,
+            )
+        )
+        notes.append(
+            f"{label}: ours " + ", ".join(f"{s} {m} {p} x{n}" for (s, m, p), n in sorted(counts.items()))
+            + f"; refreshes {counters['refreshes']}, authorizations {counters['authorizations']}"
+        )
+        notes.append(f"{label}: SDK " + ", ".join(f"{s} {m} {p} x{n}" for (s, m, p), n in sorted(sdk_counts.items())))
+    notes.insert(
+        0,
+        f"a session with a static bearer token needs {mcp_only} requests to the MCP endpoint for its first tool "
+        "result (initialize, notifications/initialized, tools/call, ...); 'auth overhead' is ours minus that",
+    )
+    return rows, notes
+
+
+# ----------------------------------------------------------------------------- 4. short-lived tokens
+
+
+@attrs.define
+class Churn:
+    calls: int = 0
+    failed: int = 0
+    errors: list[str] = attrs.Factory(list)
+
+
+async def keep_calling(call: Callable[[], Awaitable[Any]], duration: float, workers: int = 4) -> Churn:
+    churn = Churn()
+    deadline = time.monotonic() + duration
+
+    async def worker() -> None:
+        while time.monotonic() < deadline:
+            churn.calls += 1
+            try:
+                text_of(await asyncio.wait_for(call(), timeout=CALL_TIMEOUT))
+            except Exception as error:  # every kind of failure counts as a failed call
+                churn.failed += 1
+                if len(churn.errors) < 3:
+                    churn.errors.append(f"{type(error).__name__}: {error}"[:160])
+            await asyncio.sleep(0.02)
+
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    return churn
+
+
+async def churn_ours(early: float, duration: float, work: Path) -> tuple[Churn, dict[str, int], int]:
+    auth = SimulatedAuthorizationServer(access_token_lifetime=5.0, resource_early_expiry=early)
+    async with CountedEnvironment(auth) as counted:
+        config = write_config(work / f"churn-{early}.json", {SERVER: counted.env.mcp_url})
+        browser = HeadlessBrowser()
+        async with new_pool(config, work / f"tokens-churn-{early}", browser) as pool:
+            text_of(await pool.call_tool(SERVER, "echo", {"text": "login"}))
+            churn = await keep_calling(lambda: pool.call_tool(SERVER, "echo", {"text": "x"}), duration)
+            counters = dict(pool.connection(SERVER).counters)
+        counters["browser"] = browser.launches
+        return churn, counters, counted.env.resource.counters().unauthorized
+
+
+async def churn_sdk(early: float, duration: float) -> tuple[Churn, int, int, int]:
+    auth = SimulatedAuthorizationServer(access_token_lifetime=5.0, resource_early_expiry=early)
+    async with CountedEnvironment(auth) as counted:
+        sdk = SdkClient(counted.env.mcp_url)
+        async with sdk.session() as session:
+            text_of(await session.call_tool("echo", {"text": "login"}))
+            churn = await keep_calling(lambda: session.call_tool("echo", {"text": "x"}), duration)
+        counters = counted.env.auth.counters()
+        return churn, sdk.launches, counters.refreshes, counted.env.resource.counters().unauthorized
+
+
+async def short_lived_tokens(duration: float, work: Path) -> tuple[list[Row], list[str]]:
+    results = await asyncio.gather(
+        churn_ours(0.0, duration, work),
+        churn_ours(0.5, duration, work),
+        churn_sdk(0.0, duration),
+        churn_sdk(0.5, duration),
+    )
+    (ours0, c0, u0), (ours5, c5, u5), sdk0, sdk5 = results
+    rows, notes = [], []
+    for label, churn, counters, unauthorized, (sdk_churn, sdk_launches, sdk_refreshes, sdk_unauth) in (
+        ("5 s tokens", ours0, c0, u0, sdk0),
+        ("5 s tokens, RS expires 0.5 s early", ours5, c5, u5, sdk5),
+    ):
+        reauth = counters["browser"] - 1
+        rows.append(
+            Row(
+                metric=f"{label}, {duration:g} s of calls",
+                target="0 re-auth, 0 failed",
+                ours=f"{reauth} re-auth, {churn.failed}/{churn.calls} failed",
+                reference=f"{counters['refreshes']} refreshes, {unauthorized} x 401",
+                sdk=f"{sdk_launches - 1} re-auth, {sdk_churn.failed}/{sdk_churn.calls} failed, "
+                f"{sdk_refreshes} refreshes, {sdk_unauth} x 401",
+                ok=reauth == 0 and churn.failed == 0,
+            )
+        )
+        for who, errors in (("ours", churn.errors), ("SDK", sdk_churn.errors)):
+            notes.extend(f"{label}: {who} failure: {error}" for error in errors)
+    return rows, notes
+
+
+# ----------------------------------------------------------------------------- 5. lazy pool, memory
+
+
+CHILD_BARE = """
+import json, time
+start = time.perf_counter()
+import mcp_tether
+print(json.dumps({"import": time.perf_counter() - start}))
+"""
+
+CHILD_POOL = """
+import asyncio, json, sys, time
+start = time.perf_counter()
+import mcp_tether
+from mcp_tether import ServerPool
+imported = time.perf_counter()
+pool = ServerPool.from_config(sys.argv[1], sys.argv[2], connected_servers=[])
+async def enter_and_leave():
+    async with pool:
+        pass
+asyncio.run(enter_and_leave())
+done = time.perf_counter()
+print(json.dumps({"import": imported - start, "pool": done - imported, "total": done - start,
+                  "servers": len(pool.servers())}))
+"""
+
+
+def child(code: str, *args: str) -> dict[str, float]:
+    completed = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60, check=True
+    )
+    return dict(json.loads(completed.stdout.strip().splitlines()[-1]))
+
+
+async def lazy_pool(counted: CountedEnvironment, work: Path, repeats: int) -> tuple[list[Row], list[str]]:
+    config = write_config(work / "lazy.json", {f"server-{i:03d}": counted.env.mcp_url for i in range(100)})
+    token_dir = work / "tokens-lazy"
+    before = counted.snapshot()
+    bare, pooled = [], []
+    for _ in range(repeats):
+        bare.append(await asyncio.to_thread(child, CHILD_BARE))
+        pooled.append(await asyncio.to_thread(child, CHILD_POOL, str(config), str(token_dir)))
+    requests = sum(counted.since(before).values())
+    files = len(list(token_dir.rglob("*"))) if token_dir.exists() else 0
+    bare_import = statistics.median(r["import"] for r in bare)
+    total = statistics.median(r["total"] for r in pooled)
+    stack = statistics.median(r["import"] for r in pooled)
+    build = statistics.median(r["pool"] for r in pooled)
+    rows = [
+        Row(
+            metric="100 lazy servers: requests, token files",
+            target="0 requests",
+            ours=f"{requests} requests, {files} files",
+            ok=requests == 0 and files == 0,
+        ),
+        Row(
+            metric="100 lazy servers: import + build + enter + exit",
+            target="<= bare import + 50 ms",
+            ours=fmt_ms(total),
+            reference=f"{fmt_ms(bare_import)} (import mcp_tether)",
+            ratio=f"+{fmt_ms(total - bare_import)}",
+            ok=total - bare_import <= 0.050,
+        ),
+        Row(
+            metric="  of which: build + enter + exit (after imports)",
+            target="",
+            ours=fmt_ms(build),
+            reference=f"{fmt_ms(stack)} (importing ServerPool)",
+        ),
+    ]
+    notes = [f"start-up medians over {repeats} child processes each"]
+    return rows, notes
+
+
+async def memory_per_session(counted: CountedEnvironment, work: Path, sessions: int) -> list[Row]:
+    url = counted.env.open_mcp_url
+    config = write_config(work / "memory.json", {f"open-{i:02d}": url for i in range(sessions)})
+
+    async def ours() -> int:
+        async with new_pool(config, work / "tokens-memory", HeadlessBrowser()) as pool:
+            await pool.call_tool("open-00", "echo", {"text": "warm"})
+            start = tracemalloc.get_traced_memory()[0]
+            await asyncio.gather(*(pool.call_tool(name, "echo", {"text": "m"}) for name in pool.servers()[1:]))
+            return (tracemalloc.get_traced_memory()[0] - start) // (sessions - 1)
+
+    async def baseline() -> int:
+        async with contextlib.AsyncExitStack() as stack:
+            first = await stack.enter_async_context(bare_session(url))
+            await first.call_tool("echo", {"text": "warm"})
+            start = tracemalloc.get_traced_memory()[0]
+            for _ in range(sessions - 1):
+                session = await stack.enter_async_context(bare_session(url))
+                await session.call_tool("echo", {"text": "m"})
+            return (tracemalloc.get_traced_memory()[0] - start) // (sessions - 1)
+
+    tracemalloc.start()
+    try:
+        mine = await ours()
+        theirs = await baseline()
+    finally:
+        tracemalloc.stop()
+    return [
+        Row(
+            metric=f"memory per connected session ({sessions} sessions)",
+            target="(report)",
+            ours=f"{mine / 1024:.0f} KiB (shared transport)",
+            reference=f"{theirs / 1024:.0f} KiB (client per session)",
+            ratio=f"{mine / theirs:.2f}x",
+        )
+    ]
+
+
+# ----------------------------------------------------------------------------- main
+
+
+async def run(quick: bool) -> None:
+    started = time.perf_counter()
+    rows: list[Row] = []
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        async with CountedEnvironment() as counted:
+            env = counted.env
+            config = write_config(work / "main.json", {SERVER: env.mcp_url})
+            sdk = SdkClient(env.mcp_url)
+            async with sdk.session() as session:  # the SDK logs in once; later sessions reuse its storage
+                text_of(await session.call_tool("echo", {"text": "login"}))
+            async with new_pool(config, work / "tokens-main", HeadlessBrowser()) as pool:
+                text_of(await pool.call_tool(SERVER, "echo", {"text": "login"}))
+                rows += await concurrency(counted, pool, sdk, repeats=3 if quick else 5)
+                rows += await latency(counted, pool, sdk, calls=300 if quick else 1000)
+            first_rows, first_notes = await requests_to_first_result(counted, work)
+            rows += first_rows
+            notes += first_notes
+            lazy_rows, lazy_notes = await lazy_pool(counted, work, repeats=2 if quick else 3)
+            rows += lazy_rows
+            notes += lazy_notes
+            rows += await memory_per_session(counted, work, sessions=10 if quick else 20)
+        churn_rows, churn_notes = await short_lived_tokens(8.0 if quick else 20.0, work)
+        rows += churn_rows
+        notes += churn_notes
+    print_table(rows)
+    for note in notes:
+        print(f"  - {note}")
+    print(f"  - total run time {time.perf_counter() - started:.1f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer calls and shorter runs (about 30 s)")
+    args = parser.parse_args()
+    asyncio.run(run(args.quick))
+
+
+if __name__ == "__main__":
+    main()
