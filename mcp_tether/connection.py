@@ -34,8 +34,9 @@ from typing import Any
 
 import attrs
 import httpx2
+from mcp import types as mcp_types
 from mcp.client.auth.utils import extract_scope_from_www_auth
-from mcp.client.session import ClientSession
+from mcp.client.session import ClientRequestContext, ClientSession, ElicitationFnT
 from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
@@ -51,6 +52,7 @@ from mcp_tether.adapters.clock import Clock
 from mcp_tether.adapters.config import HttpServer, ServerConfig, StdioServer
 from mcp_tether.adapters.oauth import OAuthClient, OAuthError, OAuthSettings, TokenFailure, select_scope
 from mcp_tether.adapters.token_store import LockedLog, ServerLog, TokenLogError
+from mcp_tether.elicitation import ElicitationHandler
 from mcp_tether.errors import AuthorizationRequired, ServerUnavailable, TetherError
 from mcp_tether.statemachine.commands import (
     AppendLog,
@@ -128,6 +130,8 @@ class Connection:
         authorization_timeout: seconds a person has to complete a browser authorization.
         on_transition: told about every handled event.
         on_url: told the authorization URL before it is opened.
+        elicitation: answers the server's ``elicitation/create`` requests; None
+            leaves the capability unadvertised.
     """
 
     def __init__(
@@ -143,6 +147,7 @@ class Connection:
         authorization_timeout: float = 300.0,
         on_transition: Callable[[TransitionRecord], None] | None = None,
         on_url: Callable[[str], None] | None = None,
+        elicitation: ElicitationHandler | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -154,6 +159,7 @@ class Connection:
         self.authorization_timeout = authorization_timeout
         self.on_transition = on_transition
         self.on_url = on_url
+        self.elicitation = elicitation
         transport_config = config.transport
         requires_auth = isinstance(transport_config, HttpServer) and transport_config.requires_auth
         self.machine = ConnectionMachine(
@@ -539,7 +545,9 @@ class Connection:
         transport = self.config.transport
         if isinstance(transport, StdioServer):
             params = StdioServerParameters(
-                command=transport.command, args=list(transport.args), env=dict(transport.env) or None,
+                command=transport.command,
+                args=list(transport.args),
+                env=dict(transport.env) or None,
                 cwd=transport.cwd,
             )
             async with stdio_client(params) as (read, write):
@@ -560,7 +568,10 @@ class Connection:
         self.counters["connects"] += 1
         cause = "closed"
         try:
-            async with self._streams() as (read, write), ClientSession(read, write) as session:
+            async with (
+                self._streams() as (read, write),
+                ClientSession(read, write, elicitation_callback=self._elicitation_callback()) as session,
+            ):
                 await asyncio.wait_for(session.initialize(), timeout=CONNECT_TIMEOUT + self._wait_timeout())
                 self._session = session
                 await self.dispatch(SessionUp())
@@ -573,6 +584,18 @@ class Connection:
             self._session = None
         if not closing.is_set():
             await self.dispatch(SessionLost(cause=cause))
+
+    def _elicitation_callback(self) -> ElicitationFnT | None:
+        handler = self.elicitation
+        if handler is None:
+            return None
+
+        async def answer(
+            context: ClientRequestContext, params: mcp_types.ElicitRequestParams
+        ) -> mcp_types.ElicitResult:
+            return await handler(params)
+
+        return answer
 
     # --- what TetherAuth asks ---------------------------------------------------------
 
@@ -718,4 +741,3 @@ def _note(commands: list[Command]) -> str:
             case WakeWaiters(problem=problem) if problem is not None:
                 parts.append(problem.message)
     return "; ".join(parts)
-

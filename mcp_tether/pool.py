@@ -24,6 +24,7 @@ from mcp_tether.adapters.clock import Clock, SystemClock
 from mcp_tether.adapters.config import PoolConfig, load_config
 from mcp_tether.adapters.token_store import TokenLogError, TokenStore
 from mcp_tether.connection import Connection, TransitionRecord, describe
+from mcp_tether.elicitation import ElicitationHandler
 from mcp_tether.errors import ServerNotFound, ServerUnavailable, TetherError, ToolCallError
 from mcp_tether.statemachine.events import Close
 from mcp_tether.statemachine.tokenlog import LoggedOut
@@ -53,6 +54,9 @@ class ServerPool:
         authorization_timeout: seconds a person has to complete a browser authorization.
         on_transition: told about every state-machine step, for live timelines.
         on_url: told each authorization URL before it is opened.
+        elicitation: answers servers' ``elicitation/create`` requests (e.g.
+            :func:`mcp_tether.elicitation.accept_defaults`); None leaves the
+            capability unadvertised.
     """
 
     def __init__(
@@ -67,6 +71,7 @@ class ServerPool:
         authorization_timeout: float = 300.0,
         on_transition: Callable[[TransitionRecord], None] | None = None,
         on_url: Callable[[str], None] | None = None,
+        elicitation: ElicitationHandler | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -85,6 +90,7 @@ class ServerPool:
                 authorization_timeout=authorization_timeout,
                 on_transition=on_transition,
                 on_url=on_url,
+                elicitation=elicitation,
             )
             for name, server in config.servers.items()
         }
@@ -104,6 +110,7 @@ class ServerPool:
         authorization_timeout: float = 300.0,
         on_transition: Callable[[TransitionRecord], None] | None = None,
         on_url: Callable[[str], None] | None = None,
+        elicitation: ElicitationHandler | None = None,
     ) -> ServerPool:
         """Build a pool from ``~/.claude.json`` (or the given file).
 
@@ -113,7 +120,7 @@ class ServerPool:
             connected_servers: servers to connect on entry; default ``$CONNECTED_SERVERS`` (comma-separated).
             interactive: False raises :class:`AuthorizationRequired` instead of opening a browser.
             refresh_buffer: seconds before expiry that tokens are refreshed.
-            clock, open_url, authorization_timeout, on_transition, on_url: see the class.
+            clock, open_url, authorization_timeout, on_transition, on_url, elicitation: see the class.
 
         Raises:
             ConfigError: the file is missing, unreadable or malformed (the message names it).
@@ -133,6 +140,7 @@ class ServerPool:
             authorization_timeout=authorization_timeout,
             on_transition=on_transition,
             on_url=on_url,
+            elicitation=elicitation,
         )
 
     def __repr__(self) -> str:
@@ -249,6 +257,7 @@ class ServerPool:
             authorization_timeout=connection.authorization_timeout,
             on_transition=connection.on_transition,
             on_url=connection.on_url,
+            elicitation=connection.elicitation,
         )
         await connection.close()
         self._connections[server] = replacement
@@ -306,4 +315,3 @@ class ServerPool:
                 await connection.session_failed(cause)
                 if attempt == 2:
                     raise ServerUnavailable(server, cause=f"{server!r} failed during {what}: {cause}") from None
-
