@@ -6,7 +6,8 @@ The suite runs it as ``client.py <server-url>`` with the scenario name in
 the URL (OAuth settings from the context when given) and a token directory,
 both temporary; builds a :class:`mcp_tether.ServerPool` whose browser step is
 :class:`mcp_tether.testing.browser.HeadlessBrowser` (the suite's authorization
-server approves at once); and does what the scenario needs. Everything OAuth
+server approves at once) and :func:`mcp_tether.elicitation.accept_defaults`
+as its elicitation handler; and does what the scenario needs. Everything OAuth
 is the library's: discovery, registration, PKCE, the loopback callback, the
 state machine and the token log.
 
@@ -29,6 +30,7 @@ from typing import Any
 from mcp import types as mcp_types
 
 from mcp_tether import ServerPool, TetherError, TransitionRecord
+from mcp_tether.elicitation import accept_defaults
 from mcp_tether.testing.browser import HeadlessBrowser
 
 __all__ = ["main", "oauth_entry", "run"]
@@ -121,6 +123,7 @@ async def run(scenario: str, url: str, context: Mapping[str, Any], workdir: Path
         open_url=browser,
         authorization_timeout=AUTHORIZATION_TIMEOUT,
         on_transition=_on_transition,
+        elicitation=accept_defaults,
     )
     async with pool:
         tools = await pool.list_tools(SERVER)
@@ -151,6 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
+    logging.getLogger("transitions").setLevel(logging.WARNING)
     scenario = os.environ.get("MCP_CONFORMANCE_SCENARIO", "")
     if len(args) != 1 or not scenario:
         print("usage: MCP_CONFORMANCE_SCENARIO=<name> client.py <server-url>", file=sys.stderr)
