@@ -47,7 +47,7 @@ from urllib.parse import SplitResult, urlsplit, urlunsplit
 import attrs
 from mcp.client.auth.utils import is_valid_client_metadata_url
 
-from mcp_tether.adapters.oauth import _SUPPORTED_METHODS, OAuthSettings
+from mcp_tether.adapters.oauth import _SIGNING_ALGORITHMS, _SUPPORTED_METHODS, OAuthSettings
 
 __all__ = [
     "CONFIG_PATH_ENV",
@@ -412,6 +412,23 @@ def _oauth(entry: _EntryReader) -> OAuthSettings | None:
     metadata_url = optional_text("clientMetadataUrl", "client_metadata_url")
     if metadata_url is not None and not is_valid_client_metadata_url(metadata_url):
         raise _BadEntry("`oauth.clientMetadataUrl` must be an https URL with a path")
+    private_key = optional_text("privateKey", "private_key")
+    if method == "private_key_jwt" and private_key is None:
+        raise _BadEntry("`oauth.tokenEndpointAuthMethod` private_key_jwt needs `oauth.privateKey` (a PEM private key)")
+    algorithm = optional_text("signingAlgorithm", "signing_algorithm")
+    if algorithm is not None and algorithm not in _SIGNING_ALGORITHMS:
+        raise _BadEntry(f"`oauth.signingAlgorithm` must be one of {', '.join(_SIGNING_ALGORITHMS)}")
+    idp_token_endpoint = optional_text("idpTokenEndpoint", "idp_token_endpoint")
+    idp_id_token = optional_text("idpIdToken", "idp_id_token")
+    if idp_token_endpoint is not None:
+        parts = urlsplit(idp_token_endpoint)
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            raise _BadEntry("`oauth.idpTokenEndpoint` must be an https URL (http only on loopback)")
+        if idp_id_token is None or client_id is None:
+            raise _BadEntry(
+                "`oauth.idpTokenEndpoint` (cross-app access) needs `oauth.idpIdToken` and `oauth.clientId` "
+                "(and usually `oauth.clientSecret`)"
+            )
     scopes = reader.field("scopes")
     return OAuthSettings(
         client_id=client_id,
@@ -421,6 +438,12 @@ def _oauth(entry: _EntryReader) -> OAuthSettings | None:
         client_credentials=client_credentials,
         client_metadata_url=metadata_url,
         callback_port=_callback_port(reader.field("callbackPort", "callback_port")),
+        private_key=private_key,
+        signing_algorithm=algorithm,
+        idp_token_endpoint=idp_token_endpoint,
+        idp_client_id=optional_text("idpClientId", "idp_client_id"),
+        idp_client_secret=optional_text("idpClientSecret", "idp_client_secret"),
+        idp_id_token=idp_id_token,
     )
 
 

@@ -43,12 +43,17 @@ import email.utils
 import ipaddress
 import json
 import math
+import secrets
 import socket
 from collections.abc import Callable, Mapping
 from urllib.parse import quote, urlencode, urlsplit
 
 import attrs
 import httpx2
+import jwt
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from mcp.client.auth import OAuthRegistrationError
 from mcp.client.auth.oauth2 import check_registration_usable
 from mcp.client.auth.utils import (
@@ -94,7 +99,17 @@ _MAX_QUOTED = 200
 _PROTOCOL_VERSION_HEADER = "MCP-Protocol-Version"
 _PROTOCOL_VERSION = "2025-11-25"
 _SECRET_METHODS = ("client_secret_basic", "client_secret_post")
-_SUPPORTED_METHODS = ("none", *_SECRET_METHODS)
+_PRIVATE_KEY_JWT = "private_key_jwt"
+_SUPPORTED_METHODS = ("none", *_SECRET_METHODS, _PRIVATE_KEY_JWT)
+#: RFC 7523 section 2.2: a client assertion authenticating the client.
+_CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+#: Seconds a client assertion is valid.
+_CLIENT_ASSERTION_LIFETIME = 300
+_SIGNING_ALGORITHMS = ("ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA")
+_TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
+_JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+_ID_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:id_token"
+_ID_JAG_TYPE = "urn:ietf:params:oauth:token-type:id-jag"
 _REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 
 
@@ -144,6 +159,17 @@ class OAuthSettings:
         callback_port: fixed loopback port for the authorization callback
             (0: ephemeral, reusing the registered port when it is free).
         client_name: ``client_name`` sent with dynamic registration.
+        private_key: a PEM private key (PKCS#8, EC or RSA) for ``private_key_jwt``
+            client authentication; the assertion's ``aud`` is the issuer.
+        signing_algorithm: the JWS algorithm for ``private_key_jwt`` (default:
+            ES256 for an EC key, RS256 for an RSA key).
+        idp_token_endpoint: cross-app access (SEP-990): the enterprise identity
+            provider's token endpoint, where ``idp_id_token`` is exchanged for an
+            identity assertion grant (ID-JAG) that is then presented to the
+            authorization server (RFC 7523 ``jwt-bearer`` grant). No browser.
+        idp_client_id: the client id at the identity provider, sent with the exchange.
+        idp_client_secret: its secret (HTTP Basic at the identity provider), if any.
+        idp_id_token: the ID token the identity provider issued to the user.
     """
 
     client_id: str | None = None
@@ -154,6 +180,22 @@ class OAuthSettings:
     client_metadata_url: str | None = None
     callback_port: int = 0
     client_name: str = "mcp-tether"
+    private_key: str | None = attrs.field(default=None, repr=False)
+    signing_algorithm: str | None = None
+    idp_token_endpoint: str | None = None
+    idp_client_id: str | None = None
+    idp_client_secret: str | None = attrs.field(default=None, repr=False)
+    idp_id_token: str | None = attrs.field(default=None, repr=False)
+
+    @property
+    def cross_app_access(self) -> bool:
+        """Tokens come from an identity provider's ID-JAG (SEP-990), not a browser."""
+        return self.idp_token_endpoint is not None
+
+    @property
+    def without_browser(self) -> bool:
+        """Tokens come from a grant that needs no person (client credentials or cross-app access)."""
+        return self.client_credentials or self.cross_app_access
 
 
 @attrs.frozen(kw_only=True)
@@ -691,7 +733,7 @@ class OAuthClient:
         settings = self._settings
         if settings.client_id is not None:
             method = settings.token_endpoint_auth_method or self._default_auth_method(
-                discovery, has_secret=settings.client_secret is not None
+                discovery, has_secret=settings.client_secret is not None, has_key=settings.private_key is not None
             )
             return ClientRegistration(
                 client_id=settings.client_id,
@@ -735,8 +777,8 @@ class OAuthClient:
         return redirect_uri is None or redirect_uri in current.redirect_uris
 
     @staticmethod
-    def _default_auth_method(discovery: Discovery, *, has_secret: bool) -> str:
-        """The first method we support that the server offers, secret-based first when we hold one.
+    def _default_auth_method(discovery: Discovery, *, has_secret: bool, has_key: bool = False) -> str:
+        """The first method we support that the server offers, key- then secret-based first when we hold one.
 
         Without a secret (dynamic registration) ``none`` comes first; a server that
         does not offer it gets a secret-based method and issues the secret.
@@ -746,6 +788,8 @@ class OAuthClient:
             if has_secret
             else ("none", "client_secret_basic", "client_secret_post")
         )
+        if has_key:
+            preferred = (_PRIVATE_KEY_JWT, *preferred)
         offered = discovery.token_endpoint_auth_methods_supported
         if offered is None:
             return preferred[0]
@@ -955,9 +999,13 @@ class OAuthClient:
         return result
 
     def _client_authentication(
-        self, client: ClientRegistration, form: dict[str, str]
+        self, client: ClientRegistration, form: dict[str, str], *, audience: str
     ) -> tuple[dict[str, str], str | None]:
-        """Add client authentication; returns headers, or an error text when impossible."""
+        """Add client authentication; returns headers, or an error text when impossible.
+
+        ``audience`` is the authorization server's issuer, the ``aud`` of a
+        ``private_key_jwt`` assertion.
+        """
         form["client_id"] = client.client_id
         method = client.token_endpoint_auth_method
         secret = client.client_secret
@@ -966,6 +1014,12 @@ class OAuthClient:
                 {},
                 f"the client uses token endpoint auth method {method!r}, which mcp-tether does not support",
             )
+        if method == _PRIVATE_KEY_JWT:
+            assertion, problem = self._client_assertion(client.client_id, audience)
+            if assertion is not None:
+                form["client_assertion_type"] = _CLIENT_ASSERTION_TYPE
+                form["client_assertion"] = assertion
+            return {}, problem
         if method in _SECRET_METHODS and not secret:
             return {}, f"the client is registered for {method} but has no client secret"
         if method == "client_secret_basic" and secret:
@@ -994,10 +1048,14 @@ class OAuthClient:
             )
         if discovery.resource is not None:
             form["resource"] = discovery.resource
-        headers, problem = self._client_authentication(client, form)
+        headers, problem = self._client_authentication(client, form, audience=discovery.issuer)
         if problem is not None:
             return TokenFailure(failure_class=FailureClass.CLIENT_INVALID, reason=f"Server '{name}': {problem}.")
-        redact = (*secrets, *((client.client_secret,) if client.client_secret else ()))
+        redact = (
+            *secrets,
+            *((client.client_secret,) if client.client_secret else ()),
+            *((form["client_assertion"],) if "client_assertion" in form else ()),
+        )
         try:
             reply = await self._send("POST", endpoint, data=form, headers=headers)
         except _TransportTrouble as exc:
@@ -1058,6 +1116,116 @@ class OAuthClient:
         }.get(error, FailureClass.FINAL)
         return TokenFailure(failure_class=failure_class, reason=reason, retry_after=retry_after, error=error)
 
+    def _client_assertion(self, client_id: str, audience: str) -> tuple[str | None, str | None]:
+        """A signed RFC 7523 client assertion, or an error text (never containing the key)."""
+        key_pem = self._settings.private_key
+        if not key_pem:
+            return None, "the client uses private_key_jwt but no private key is configured (oauth.privateKey)"
+        try:
+            key = serialization.load_pem_private_key(key_pem.encode(), password=None)
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            return None, "the configured private key (oauth.privateKey) is not an unencrypted PEM private key"
+        algorithm = self._settings.signing_algorithm or (
+            "ES256" if isinstance(key, ec.EllipticCurvePrivateKey) else "RS256"
+        )
+        now = int(self._clock())
+        claims = {
+            "iss": client_id,
+            "sub": client_id,
+            "aud": audience,
+            "iat": now,
+            "exp": now + _CLIENT_ASSERTION_LIFETIME,
+            "jti": secrets.token_urlsafe(24),
+        }
+        try:
+            return jwt.encode(claims, key, algorithm=algorithm), None  # type: ignore[arg-type]
+        except (jwt.PyJWTError, NotImplementedError, ValueError, TypeError):
+            return None, f"cannot sign a client assertion with {algorithm} and the configured private key"
+
+    async def cross_app_access(
+        self, discovery: Discovery, client: ClientRegistration, scope: str | None
+    ) -> TokenSet | TokenFailure:
+        """Get tokens by cross-app access (SEP-990): no browser, the identity provider vouches.
+
+        1. RFC 8693 token exchange at ``settings.idp_token_endpoint``: the
+           configured ID token for an identity assertion grant (ID-JAG) whose
+           audience is ``discovery.issuer`` and resource the MCP server.
+        2. RFC 7523 ``jwt-bearer`` grant at the authorization server with that
+           ID-JAG, authenticated as ``client``.
+
+        Args:
+            discovery: what discovery found.
+            client: the pre-registered client at the authorization server.
+            scope: the scope to request, or None to omit it.
+
+        Returns:
+            The new tokens, or a classified failure (never raises on HTTP trouble).
+        """
+        name = self._server_name
+        settings = self._settings
+        endpoint, id_token = settings.idp_token_endpoint, settings.idp_id_token
+        if endpoint is None or not id_token:
+            return TokenFailure(
+                failure_class=FailureClass.FINAL,
+                reason=f"Server '{name}': cross-app access needs oauth.idpTokenEndpoint and oauth.idpIdToken.",
+            )
+        try:
+            endpoint = self._check_server_url(endpoint, "identity provider token endpoint")
+        except OAuthError as exc:
+            return TokenFailure(failure_class=FailureClass.FINAL, reason=str(exc))
+        form = {
+            "grant_type": _TOKEN_EXCHANGE_GRANT,
+            "subject_token": id_token,
+            "subject_token_type": _ID_TOKEN_TYPE,
+            "requested_token_type": _ID_JAG_TYPE,
+            "audience": discovery.issuer,
+            "resource": discovery.resource or resource_url_from_server_url(self._server_url),
+        }
+        if scope:
+            form["scope"] = scope
+        headers: dict[str, str] = {}
+        if settings.idp_client_id is not None:
+            if settings.idp_client_secret:
+                pair = f"{quote(settings.idp_client_id, safe='')}:{quote(settings.idp_client_secret, safe='')}"
+                headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+            else:
+                form["client_id"] = settings.idp_client_id
+        redact = (id_token, *((settings.idp_client_secret,) if settings.idp_client_secret else ()))
+        try:
+            reply = await self._send("POST", endpoint, data=form, headers=headers)
+        except _TransportTrouble as exc:
+            return TokenFailure(
+                failure_class=FailureClass.TRANSIENT,
+                reason=_redacted(f"Server '{name}': the identity provider's token exchange failed: {exc}.", redact),
+            )
+        exchanged = self._classify_token_reply(reply, previous=None, redact=redact)
+        if isinstance(exchanged, TokenFailure):
+            return attrs.evolve(exchanged, reason=f"{exchanged.reason} (identity provider token exchange)")
+        grant = {"grant_type": _JWT_BEARER_GRANT, "assertion": exchanged.access_token}
+        if scope:
+            grant["scope"] = scope
+        result = await self._token_request(discovery, client, grant, previous=None, secrets=(exchanged.access_token,))
+        if isinstance(result, TokenSet) and result.scope is None and scope is not None:
+            result = attrs.evolve(result, scope=scope)
+        return result
+
+    async def grant_without_browser(
+        self, discovery: Discovery, client: ClientRegistration, scope: str | None
+    ) -> TokenSet | TokenFailure:
+        """The configured browserless grant: cross-app access when configured, else client credentials.
+
+        Args:
+            discovery: what discovery found.
+            client: the pre-registered client.
+            scope: the scope to request, or None to omit it.
+
+        Returns:
+            The new tokens, or a classified failure (never raises on HTTP trouble).
+        """
+        if self._settings.cross_app_access:
+            return await self.cross_app_access(discovery, client, scope)
+        return await self.client_credentials(discovery, client, scope)
+
     # -- revocation ---------------------------------------------------------
 
     async def revoke(self, discovery: Discovery, client: ClientRegistration, tokens: TokenSet) -> bool:
@@ -1083,7 +1251,7 @@ class OAuthClient:
             if not token:
                 continue
             form = {"token": token, "token_type_hint": hint}
-            headers, problem = self._client_authentication(client, form)
+            headers, problem = self._client_authentication(client, form, audience=discovery.issuer)
             if problem is not None:
                 return False
             try:

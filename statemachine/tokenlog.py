@@ -62,7 +62,7 @@ class DiscoveryRecorded:
 @attrs.frozen(kw_only=True)
 class TokensIssued:
     """New tokens arrived. ``grant`` says how: authorization_code, refresh_token,
-    client_credentials, or legacy_import."""
+    client_credentials, jwt_bearer (cross-app access), or legacy_import."""
 
     tokens: TokenSet
     grant: str

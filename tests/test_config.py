@@ -332,7 +332,7 @@ def test_wrong_shape_of_other_projects_is_ignored() -> None:
             "`oauth.clientCredentials` must be true or false",
         ),
         ({"url": "https://h/", "oauth": {"clientCredentials": True}}, "needs `oauth.clientId`"),
-        ({"url": "https://h/", "oauth": {"tokenEndpointAuthMethod": "private_key_jwt"}}, "must be one of"),
+        ({"url": "https://h/", "oauth": {"tokenEndpointAuthMethod": "tls_client_auth"}}, "must be one of"),
         ({"url": "https://h/", "oauth": {"clientMetadataUrl": "http://c.example/m"}}, "https URL with a path"),
         ({"url": "https://h/", "oauth": {"clientMetadataUrl": "https://c.example/"}}, "https URL with a path"),
     ],
