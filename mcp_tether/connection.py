@@ -480,7 +480,7 @@ class Connection:
             await self.dispatch(TokensChanged(state=disk))
             return
         settings = self.config.oauth or OAuthSettings()
-        if not settings.client_credentials and not self.interactive:
+        if not settings.without_browser and not self.interactive:
             await self.dispatch(AuthorizationFailed(reason=f"{reason} (this pool is not interactive)"))
             return
         await self.dispatch(await self._authorization_request(disk, settings, scope))
@@ -500,11 +500,12 @@ class Connection:
                     await self._append([ClientRegistered(client=client)])
                 return client
 
-            if settings.client_credentials:
-                result = await oauth.client_credentials(discovery, await client_for(None), wanted)
+            if settings.without_browser:
+                result = await oauth.grant_without_browser(discovery, await client_for(None), wanted)
                 if isinstance(result, TokenFailure):
                     return AuthorizationFailed(reason=result.reason)
-                return AuthorizationSucceeded(tokens=result, grant="client_credentials")
+                grant = "jwt_bearer" if settings.cross_app_access else "client_credentials"
+                return AuthorizationSucceeded(tokens=result, grant=grant)
             tokens = await authorize_in_browser(
                 oauth,
                 discovery,
