@@ -75,7 +75,17 @@ def oauth_entry(scenario: str, context: Mapping[str, Any]) -> dict[str, Any] | N
         entry["clientId"] = context["client_id"]
     if "client_secret" in context:
         entry["clientSecret"] = context["client_secret"]
-    if scenario.startswith("auth/client-credentials"):
+    if "private_key_pem" in context:
+        entry["privateKey"] = context["private_key_pem"]
+        entry["tokenEndpointAuthMethod"] = "private_key_jwt"
+    if "signing_algorithm" in context:
+        entry["signingAlgorithm"] = context["signing_algorithm"]
+    if "idp_token_endpoint" in context:
+        entry["idpTokenEndpoint"] = context["idp_token_endpoint"]
+        entry["idpIdToken"] = context["idp_id_token"]
+        if "idp_client_id" in context:
+            entry["idpClientId"] = context["idp_client_id"]
+    elif scenario.startswith("auth/client-credentials"):
         entry["clientCredentials"] = True
     if scenario == "auth/basic-cimd":
         entry["clientMetadataUrl"] = CIMD_URL
