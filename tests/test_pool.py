@@ -253,3 +253,35 @@ async def test_errors_name_the_server_and_what_to_do(tmp_path: Path) -> None:
             await pool.list_tools("down")
         assert "down" in str(down.value)
         assert pool.state("down") == "failed"
+
+
+async def test_two_processes_share_the_token_log_through_rotations(tmp_path: Path) -> None:
+    server = SimulatedAuthorizationServer(access_token_lifetime=1.0)
+    with LoopbackOAuthEnvironment(server) as env:
+        config = oauth_config(tmp_path, env)
+        browser = HeadlessBrowser()
+        worker = Path(__file__).parent / "support" / "pool_worker.py"
+        async with ServerPool.from_config(config, tmp_path / "tokens", connected_servers="", open_url=browser) as pool:
+            await echo(pool)  # the one authorization; both processes then live on refreshes
+            child = await asyncio.create_subprocess_exec(
+                sys.executable, str(worker), str(config), str(tmp_path / "tokens"), "4",
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )
+            calls = 0
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 4.0
+            while loop.time() < deadline:
+                await echo(pool, str(calls))
+                calls += 1
+                await asyncio.sleep(0.03)
+            out, err = await asyncio.wait_for(child.communicate(), timeout=60)
+        assert child.returncode == 0, err.decode()
+        report = json.loads(out.decode().strip().splitlines()[-1])
+        counters = env.auth.counters()
+        assert report["failures"] == 0, err.decode()
+        assert report["browser_launches"] == 0
+        assert browser.launches == 1
+        assert counters.reuse_detected == 0
+        assert counters.refreshes >= 4  # several rotations happened while both processes called
+        assert calls > 30
+        assert report["calls"] > 30
