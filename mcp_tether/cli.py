@@ -348,9 +348,9 @@ def command_status(args: argparse.Namespace, console: Console) -> int:
         if entry["problem"] is not None:
             console.line(f"  problem: {console.red(entry['problem'])}")
         tokens = entry["tokens"]
-        if tokens is None:
+        if tokens is None and entry["problem"] is None:
             console.line("  tokens: not used (no OAuth on this transport)")
-        else:
+        elif tokens is not None:
             console.line(f"  tokens: {paint.get(tokens['condition'], console.red)(tokens['text'])}")
         last = entry["last_event"]
         if last is not None:

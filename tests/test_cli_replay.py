@@ -113,7 +113,7 @@ def test_lifecycle_timeline(
     check_snapshot("replay_lifecycle.json" if as_json else "replay_lifecycle.txt", out, tmp_path)
     if as_json:
         lines = [json.loads(line) for line in out.splitlines()]
-        assert [obj["type"] for obj in lines][0] == "log"
+        assert lines[0]["type"] == "log"
         assert lines[-1]["type"] == "now"
         assert lines[-1]["state"]["condition"] == "logged_out"
         events = [obj for obj in lines if obj["type"] == "event"]

@@ -696,7 +696,7 @@ def run_simulation(
     Returns:
         The report; ``ok`` False with the minimal failing sequence on a violation.
     """
-    from hypothesis import HealthCheck, settings
+    from hypothesis import HealthCheck, Phase, settings
     from hypothesis import seed as with_seed
     from hypothesis.reporting import with_reporter
     from hypothesis.stateful import get_state_machine_test
@@ -712,6 +712,8 @@ def run_simulation(
             database=None,
             print_blob=False,
             suppress_health_check=list(HealthCheck),
+            # The explain phase reruns the failure many times to annotate lines; too slow for a report.
+            phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
         ),
     )
     test = with_seed(seed)(test)
@@ -731,6 +733,11 @@ def run_simulation(
                 ok=False,
                 counts=counts,
                 failure=failure,
-                minimal_example=tuple(line for text in reported for line in text.splitlines()),
+                minimal_example=tuple(
+                    line
+                    for text in [*reported, *getattr(error, "__notes__", ())]
+                    for line in str(text).splitlines()
+                    if line.strip()
+                ),
             )
     return SimulationReport(seed=seed, ok=True, counts=counts)
