@@ -46,7 +46,7 @@ class AuthorizationRequired(TetherError):
     def __init__(self, server: str, *, reason: str, url: str | None = None) -> None:
         where = f" Open {url} or run" if url else " Run"
         super().__init__(
-            f"{server!r} needs a person to authorize it: {reason}.{where} `mcp-tether login {server}` "
+            f"{server!r} needs a person to authorize it: {reason.rstrip('.')}.{where} `mcp-tether login {server}` "
             "in a terminal with a browser, then call again.",
             server=server,
         )
