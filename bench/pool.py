@@ -34,6 +34,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import gc
 import json
 import statistics
 import subprocess
@@ -625,24 +626,28 @@ async def memory_per_session(counted: CountedEnvironment, work: Path, sessions: 
     async def ours() -> int:
         async with new_pool(config, work / "tokens-memory", HeadlessBrowser()) as pool:
             await pool.call_tool("open-00", "echo", {"text": "warm"})
-            start = tracemalloc.get_traced_memory()[0]
+            start = traced()
             await asyncio.gather(*(pool.call_tool(name, "echo", {"text": "m"}) for name in pool.servers()[1:]))
-            return (tracemalloc.get_traced_memory()[0] - start) // (sessions - 1)
+            return (traced() - start) // (sessions - 1)
 
     async def baseline() -> int:
         async with contextlib.AsyncExitStack() as stack:
             first = await stack.enter_async_context(bare_session(url))
             await first.call_tool("echo", {"text": "warm"})
-            start = tracemalloc.get_traced_memory()[0]
+            start = traced()
             for _ in range(sessions - 1):
                 session = await stack.enter_async_context(bare_session(url))
                 await session.call_tool("echo", {"text": "m"})
-            return (tracemalloc.get_traced_memory()[0] - start) // (sessions - 1)
+            return (traced() - start) // (sessions - 1)
+
+    def traced() -> int:
+        gc.collect()  # what a closed session or pool left behind must not count against the next
+        return tracemalloc.get_traced_memory()[0]
 
     tracemalloc.start()
     try:
-        mine = await ours()
         theirs = await baseline()
+        mine = await ours()
     finally:
         tracemalloc.stop()
     return [
