@@ -160,7 +160,7 @@ class Pool(Protocol):
     def state(self, name: str) -> str: ...
 
 
-def make_pool(*, config_path: Path | None, token_dir: Path | None, open_url: Callable[[str], bool]) -> Pool:
+def make_pool(*, config_path: Path | None, token_dir: Path | None, on_url: Callable[[str], None]) -> Pool:
     """Build the real pool from the configuration (imports the mcp client stack).
 
     Tests replace this function to run the commands against a fake pool.
@@ -168,14 +168,14 @@ def make_pool(*, config_path: Path | None, token_dir: Path | None, open_url: Cal
     Args:
         config_path: the configuration file, None for the default.
         token_dir: the token directory, None for the default.
-        open_url: opens an authorization URL (called in a worker thread).
+        on_url: told each authorization URL before the browser opens it.
 
     Returns:
         An unopened pool.
     """
     from mcp_tether.pool import ServerPool
 
-    pool: Pool = ServerPool.from_config(config_path=config_path, token_dir=token_dir, open_url=open_url)
+    pool: Pool = ServerPool.from_config(config_path=config_path, token_dir=token_dir, on_url=on_url)
     return pool
 
 
@@ -187,14 +187,11 @@ class _BrowserWait:
     url: str | None = None
     lock: threading.Lock = attrs.Factory(threading.Lock)
 
-    def open(self, url: str) -> bool:
-        """Show the URL, then open it in the browser (called in a worker thread)."""
-        from mcp_tether.adapters.browser import open_in_browser
-
+    def show(self, url: str) -> None:
+        """Show the URL the browser is about to open (it may open nothing on a machine without one)."""
         with self.lock:
             self.url = url
         self.console.note(f"Opening the browser to authorize; if nothing opens, visit:\n  {url}")
-        return open_in_browser(url)
 
 
 _SPINNER: Final = "|/-\\"
@@ -234,7 +231,7 @@ async def _spinner(wait: _BrowserWait) -> AsyncIterator[None]:
 
 async def _with_pool(args: argparse.Namespace, console: Console, job: Callable[[Pool], Awaitable[int]]) -> int:
     wait = _BrowserWait(console)
-    pool = make_pool(config_path=args.config, token_dir=args.token_dir, open_url=wait.open)
+    pool = make_pool(config_path=args.config, token_dir=args.token_dir, on_url=wait.show)
     async with _spinner(wait), pool:
         return await job(pool)
 

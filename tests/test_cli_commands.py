@@ -107,10 +107,10 @@ def test_status_config_errors(env: Path, capsys: pytest.CaptureFixture[str]) -> 
 class FakePool:
     """Stands in for ServerPool: one server, 'notion', with one tool."""
 
-    def __init__(self, *, config_path: Path | None, token_dir: Path | None, open_url: Any) -> None:
+    def __init__(self, *, config_path: Path | None, token_dir: Path | None, on_url: Any) -> None:
         self.config_path = config_path
         self.token_dir = token_dir
-        self.open_url = open_url
+        self.on_url = on_url
         self.calls: list[tuple[str, str, dict[str, Any]]] = []
         self.opened = False
         self.closed = False
