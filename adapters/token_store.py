@@ -57,11 +57,10 @@ import filelock
 from mcp_tether.adapters.filenames import LOG_SUFFIX, legacy_file_name, log_file_stem
 from mcp_tether.statemachine.logcodec import (
     DecodeError,
-    FramingError,
-    UnsupportedVersionError,
+    LineError,
     decode_legacy,
-    decode_line,
     encode_line,
+    scan_lines,
 )
 from mcp_tether.statemachine.tokenlog import (
     LegacyImported,
@@ -498,52 +497,30 @@ class ServerLog:
         return scan
 
     def _parse(self, data: bytes, base: _Scan) -> _Scan:
-        state = base.state
-        records: list[LogRecord] = []
-        line_no = len(base.records)
-        pos = 0
-        valid_end = 0
-        last_line = base.last_line
-        first_bad: tuple[int, str] | None = None
-        for _ in range(len(data) + 1):  # bounded: each round consumes at least one byte
-            newline = data.find(b"\n", pos)
-            if newline == -1:
-                break
-            line_no += 1
-            start = pos
-            line = data[start:newline]
-            try:
-                record = decode_line(line, server=self.server)
-            except FramingError as error:
-                first_bad = first_bad or (line_no, str(error))
-                pos = newline + 1
-                continue
-            except UnsupportedVersionError as error:
+        try:
+            scan = scan_lines(data, server=self.server, first_line=len(base.records) + 1)
+        except LineError as error:
+            if error.newer_version:
                 raise UnsupportedLogVersion(
-                    f"server {self.server!r}: line {line_no} of the token log {self.path} was written by a "
-                    f"newer mcp-tether ({error}); upgrade mcp-tether to use this log. The file was left "
+                    f"server {self.server!r}: line {error.line} of the token log {self.path} was written by a "
+                    f"newer mcp-tether ({error.reason}); upgrade mcp-tether to use this log. The file was left "
                     "unchanged.",
                     path=self.path,
                 ) from None
-            except DecodeError as error:
-                raise self._corrupt(*(first_bad or (line_no, str(error)))) from None
-            if first_bad is not None:
-                raise self._corrupt(*first_bad)
+            raise self._corrupt(error.line, error.reason) from None
+        state = base.state
+        for record, line in zip(scan.records, scan.line_numbers, strict=True):
             try:
                 state = apply(state, record)
             except SequenceError as error:
-                raise self._corrupt(line_no, str(error)) from None
-            records.append(record)
-            pos = newline + 1
-            valid_end = pos
-            last_line = data[start:pos]
+                raise self._corrupt(line, str(error)) from None
         return attrs.evolve(
             base,
-            end=base.end + valid_end,
-            records=base.records + tuple(records),
+            end=base.end + scan.valid_end,
+            records=base.records + scan.records,
             state=state,
-            last_line=last_line,
-            tail=len(data) - valid_end,
+            last_line=scan.last_line or base.last_line,
+            tail=len(data) - scan.valid_end,
         )
 
     def _corrupt(self, line: int, reason: str) -> CorruptLogError:

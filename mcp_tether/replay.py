@@ -34,13 +34,11 @@ import attrs
 
 from mcp_tether.statemachine.commands import AuthorizationReason
 from mcp_tether.statemachine.logcodec import (
-    DecodeError,
-    FramingError,
     JsonObject,
-    UnsupportedVersionError,
-    decode_line,
+    LineError,
     event_kind,
     redact_record,
+    scan_lines,
 )
 from mcp_tether.statemachine.tokenlog import (
     AuthorizationFailedEvent,
@@ -198,51 +196,33 @@ def read_log_file(path: Path, *, server: str | None = None) -> LogFile:
             data = file.read(MAX_LOG_BYTES + 1)
     except OSError as error:
         raise LogFileError(f"{path}: cannot read it ({error.strerror}); check its permissions", path=path) from None
-    *complete, _unterminated = data.split(b"\n")
     if server is None:
-        server = next((name for name in map(_server_of, complete) if name is not None), None)
-    records: list[LogRecord] = []
-    lines: list[int] = []
-    first_bad: tuple[int, str] | None = None
-    valid_end = 0
-    offset = 0
-    for number, line in enumerate(complete, start=1):
-        offset += len(line) + 1
-        try:
-            if server is None:
-                raise FramingError("line: not a record of any server")
-            record = decode_line(line, server=server)
-        except FramingError as error:
-            first_bad = first_bad or (number, str(error))
-            continue
-        except UnsupportedVersionError as error:
+        server = next((name for name in map(_server_of, data.split(b"\n")[:-1]) if name is not None), None)
+    if server is None:  # no intact record names its server: everything is a torn tail
+        return LogFile(path=path, server=None, records=(), lines=(), torn_bytes=len(data))
+    try:
+        scan = scan_lines(data, server=server)
+    except LineError as error:
+        if error.newer_version:
             raise LogFileError(
-                f"{path}: line {number} was written by a newer mcp-tether ({error}); upgrade mcp-tether to "
-                "replay this log. The file was not modified.",
+                f"{path}: line {error.line} was written by a newer mcp-tether ({error.reason}); upgrade "
+                "mcp-tether to replay this log. The file was not modified.",
                 path=path,
-                line=number,
+                line=error.line,
             ) from None
-        except DecodeError as error:
-            first_bad = first_bad or (number, str(error))
-            break
-        if first_bad is not None:
-            break
-        records.append(record)
-        lines.append(number)
-        valid_end = offset
-    else:
-        first_bad = None  # every bad line is at the end: a torn append, not corruption
-    if first_bad is not None:
-        number, reason = first_bad
         raise LogFileError(
-            f"{path}: line {number} is damaged ({reason}) and is not the end of the file, so it is not a torn "
-            "write; the file was not modified. Restore it from a backup, or move it aside to start over (the "
-            "server will then ask for a new login).",
+            f"{path}: line {error.line} is damaged ({error.reason}) and is not the end of the file, so it is not "
+            "a torn write; the file was not modified. Restore it from a backup, or move it aside to start over "
+            "(the server will then ask for a new login).",
             path=path,
-            line=number,
-        )
+            line=error.line,
+        ) from None
     return LogFile(
-        path=path, server=server, records=tuple(records), lines=tuple(lines), torn_bytes=len(data) - valid_end
+        path=path,
+        server=server,
+        records=scan.records,
+        lines=scan.line_numbers,
+        torn_bytes=len(data) - scan.valid_end,
     )
 
 

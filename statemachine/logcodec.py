@@ -65,6 +65,8 @@ __all__ = [
     "DecodeError",
     "FramingError",
     "JsonObject",
+    "LineError",
+    "LineScan",
     "UnsupportedVersionError",
     "Upcaster",
     "decode_legacy",
@@ -75,6 +77,7 @@ __all__ = [
     "event_kind",
     "redact_record",
     "render_redacted",
+    "scan_lines",
     "upcast",
 ]
 
@@ -499,6 +502,84 @@ def decode_line(line: bytes, *, server: str) -> LogRecord:
     if not isinstance(obj, dict):
         raise DecodeError("line: not a JSON object")
     return decode_record(obj, server=server)
+
+
+class LineError(DecodeError):
+    """A line that makes a log unusable as it stands.
+
+    Attributes:
+        line: its 1-based line number.
+        reason: what is wrong with it (never a value from it).
+        newer_version: the line was written by a newer version (not damage).
+    """
+
+    def __init__(self, line: int, reason: str, *, newer_version: bool = False) -> None:
+        super().__init__(f"line {line}: {reason}")
+        self.line = line
+        self.reason = reason
+        self.newer_version = newer_version
+
+
+@attrs.frozen(kw_only=True)
+class LineScan:
+    """The whole records at the start of a chunk of log bytes."""
+
+    records: tuple[LogRecord, ...]
+    #: The line number of each record.
+    line_numbers: tuple[int, ...]
+    #: Bytes from the chunk's start to the end of its last whole record; the rest is a torn tail.
+    valid_end: int
+    #: The last whole record's line, with its newline (empty when there is none).
+    last_line: bytes
+
+
+def scan_lines(data: bytes, *, server: str, first_line: int = 1) -> LineScan:
+    """Decode the records at the start of ``data``; what follows the last one is a torn tail.
+
+    Damaged lines (checksum or framing) are a torn write only when nothing
+    intact follows them; a damaged line before an intact one, or an intact line
+    that is not a valid record, is corruption. The unterminated bytes after the
+    last newline are never decoded (an append in progress, or torn).
+
+    Args:
+        data: log bytes, starting at a line boundary.
+        server: the server whose log this is.
+        first_line: the line number of the first line in ``data``.
+
+    Returns:
+        The records, their line numbers, and where they end.
+
+    Raises:
+        LineError: corruption, or a line written by a newer version (``newer_version``).
+    """
+    records: list[LogRecord] = []
+    numbers: list[int] = []
+    pos = valid_end = 0
+    last_line = b""
+    first_bad: tuple[int, str] | None = None
+    number = first_line - 1
+    for _ in range(len(data) + 1):  # bounded: each round consumes at least one byte
+        newline = data.find(b"\n", pos)
+        if newline == -1:
+            break
+        number += 1
+        start, pos = pos, newline + 1
+        try:
+            record = decode_line(data[start:newline], server=server)
+        except FramingError as error:
+            first_bad = first_bad or (number, str(error))
+            continue
+        except UnsupportedVersionError as error:
+            raise LineError(number, str(error), newer_version=True) from None
+        except DecodeError as error:
+            raise LineError(*(first_bad or (number, str(error)))) from None
+        if first_bad is not None:
+            raise LineError(*first_bad)
+        records.append(record)
+        numbers.append(number)
+        valid_end = pos
+        last_line = data[start:pos]
+    return LineScan(records=tuple(records), line_numbers=tuple(numbers), valid_end=valid_end, last_line=last_line)
 
 
 # --- legacy import ------------------------------------------------------------
