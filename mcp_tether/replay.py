@@ -52,7 +52,7 @@ from mcp_tether.statemachine.tokenlog import (
     RefreshFailedEvent,
     Snapshot,
     TokensIssued,
-    apply_event,
+    apply,
 )
 from mcp_tether.statemachine.tokens import DEFAULT_REFRESH_BUFFER, Freshness, TokenState
 
@@ -410,7 +410,7 @@ def build_timeline(log: LogFile, *, now: float, refresh_buffer: float = DEFAULT_
                     "process may be off"
                 )
         before = state
-        state = attrs.evolve(apply_event(state, record.event), last_seq=record.seq)
+        state = apply(state, record, check_sequence=False)
         status = describe_tokens(state, record.at, refresh_buffer)
         data = redact_record(record, server=server)["data"]
         items.append(

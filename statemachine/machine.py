@@ -82,7 +82,7 @@ from mcp_tether.statemachine.tokenlog import (
     LogEvent,
     RefreshFailedEvent,
     TokensIssued,
-    apply_event,
+    apply_events,
 )
 from mcp_tether.statemachine.tokens import DEFAULT_REFRESH_BUFFER, Freshness, TokenState
 
@@ -599,10 +599,7 @@ class _Model:
 
     def append(self, *events: LogEvent) -> None:
         """Ask for events to be logged, and fold them into the local state."""
-        state = self.tokens
-        for event in events:
-            state = apply_event(state, event)
-        self.tokens = state
+        self.tokens = apply_events(self.tokens, events)
         self.emit(AppendLog(events=events))
 
     def usable(self, state: TokenState) -> bool:

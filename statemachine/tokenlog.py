@@ -34,6 +34,7 @@ __all__ = [
     "TokensIssued",
     "apply",
     "apply_event",
+    "apply_events",
     "fold",
 ]
 
@@ -139,20 +140,33 @@ class SequenceError(ValueError):
     """A record's sequence number does not follow the previous one."""
 
 
-def apply(state: TokenState, record: LogRecord) -> TokenState:
+def apply(state: TokenState, record: LogRecord, *, check_sequence: bool = True) -> TokenState:
     """Fold one record into the state.
 
     A compacted log starts with a :class:`Snapshot` whose sequence number
     continues the history it replaced; every other record must follow its
     predecessor by exactly one.
 
+    Args:
+        state: the state so far.
+        record: the next record.
+        check_sequence: False folds a record that does not follow (a replay
+            that reports gaps instead of refusing them).
+
     Raises:
         SequenceError: the record does not carry ``state.last_seq + 1``.
     """
     starts_compacted_log = state.last_seq == 0 and isinstance(record.event, Snapshot)
-    if record.seq != state.last_seq + 1 and not starts_compacted_log:
+    if check_sequence and record.seq != state.last_seq + 1 and not starts_compacted_log:
         raise SequenceError(f"expected sequence number {state.last_seq + 1}, found {record.seq}")
     return attrs.evolve(apply_event(state, record.event), last_seq=record.seq)
+
+
+def apply_events(state: TokenState, events: Iterable[LogEvent]) -> TokenState:
+    """Fold event payloads into the state (no sequence bookkeeping)."""
+    for event in events:
+        state = apply_event(state, event)
+    return state
 
 
 def apply_event(state: TokenState, event: LogEvent) -> TokenState:

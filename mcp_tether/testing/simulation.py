@@ -80,7 +80,7 @@ from mcp_tether.statemachine.events import (
 )
 from mcp_tether.statemachine.failures import FailureClass
 from mcp_tether.statemachine.machine import SESSION_STATES, STABLE_STATES, ConnectionMachine, State
-from mcp_tether.statemachine.tokenlog import LogEvent, LogRecord, TokensIssued, apply_event, fold
+from mcp_tether.statemachine.tokenlog import LogEvent, LogRecord, TokensIssued, apply_events, fold
 from mcp_tether.statemachine.tokens import Freshness, TokenSet, TokenState
 
 __all__ = [
@@ -315,7 +315,7 @@ class ConnectionSimulation(RuleBasedStateMachine):
             case AppendLog(events=events):
                 self.log.append(events, self.now)
                 if self.expected is not None:
-                    self.expected = fold_events(self.expected, events)
+                    self.expected = apply_events(self.expected, events)
             case WakeWaiters(problem=problem):
                 if problem is None:
                     self.check_usable("WakeWaiters(ok)")
@@ -612,12 +612,6 @@ class ConnectionSimulation(RuleBasedStateMachine):
             raise InvariantViolation("the machine's token state differs from the fold of its log")
         if strip_seq(self.machine.tokens) != strip_seq(self.log.read()):
             raise InvariantViolation("the machine's token state differs from a replay of the log")
-
-
-def fold_events(state: TokenState, events: Sequence[LogEvent]) -> TokenState:
-    for event in events:
-        state = apply_event(state, event)
-    return state
 
 
 def strip_seq(state: TokenState) -> TokenState:
