@@ -104,6 +104,10 @@ CONNECT_TIMEOUT = 30.0
 WAIT_TIMEOUT = 90.0
 
 
+_FRESH = frozenset({Freshness.VALID})
+_UNEXPIRED = frozenset({Freshness.VALID, Freshness.EXPIRING})
+
+
 @attrs.frozen(kw_only=True)
 class TransitionRecord:
     """One handled event, for live timelines (``ServerPool(on_transition=...)``)."""
@@ -183,6 +187,11 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"<Connection {self.name!r} {self.machine.state.value}>"
+
+    @property
+    def oauth_settings(self) -> OAuthSettings:
+        """The OAuth part of the server's configuration (defaults when it has none)."""
+        return self.config.oauth or OAuthSettings()
 
     @property
     def state(self) -> State:
@@ -403,7 +412,8 @@ class Connection:
     async def _authorization_lock_failed(self, error: TokenLogError) -> None:
         await self.dispatch(AuthorizationFailed(reason=str(error)))
 
-    def _oauth_client(self) -> OAuthClient:
+    def oauth_client(self) -> OAuthClient:
+        """The server's OAuth client (created on first use; HTTP servers only)."""
         if self._oauth is None:
             transport = self.config.transport
             assert isinstance(transport, HttpServer)
@@ -411,38 +421,44 @@ class Connection:
                 self._client(),
                 server_name=self.name,
                 server_url=transport.url,
-                settings=self.config.oauth or OAuthSettings(),
+                settings=self.oauth_settings,
                 clock=self.clock.now,
             )
         return self._oauth
 
-    async def _read_locked(self, locked: LockedLog) -> TokenState:
-        replay = await asyncio.to_thread(locked.read)
+    async def _read_locked(self, locked: LockedLog) -> TokenState | None:
+        """The log's state under the lock, or None after reporting that the log failed."""
+        try:
+            replay = await asyncio.to_thread(locked.read)
+        except TokenLogError as error:
+            await self.dispatch(StorageFailed(reason=str(error)))
+            return None
         return replay.state
+
+    def _newer_on_disk(self, disk: TokenState, usable: frozenset[Freshness]) -> bool:
+        """Whether another process wrote tokens we do not hold that are still ``usable``."""
+        return (
+            disk.tokens is not None
+            and disk.tokens != self.machine.tokens.tokens
+            and disk.tokens.freshness(self.clock.now(), self.refresh_buffer) in usable
+        )
 
     async def _refresh(self, locked: LockedLog) -> None:
         self.counters["refreshes"] += 1
-        try:
-            disk = await self._read_locked(locked)
-        except TokenLogError as error:
-            await self.dispatch(StorageFailed(reason=str(error)))
+        disk = await self._read_locked(locked)
+        if disk is None:
             return
-        mine = self.machine.tokens.tokens
-        if (
-            disk.tokens is not None
-            and disk.tokens != mine
-            and disk.tokens.freshness(self.clock.now(), self.refresh_buffer) is Freshness.VALID
-        ):
+        if self._newer_on_disk(disk, _FRESH):
             # Another process refreshed a moment ago: adopt, send nothing.
             await self.dispatch(RefreshSuperseded(state=disk))
             return
         await self.dispatch(await self._refresh_request(disk))
 
     async def _refresh_request(self, disk: TokenState) -> Event:
-        settings = self.config.oauth or OAuthSettings()
+        settings = self.oauth_settings
         if disk.tokens is None or disk.refresh_token is None:
             return RefreshFailed(failure=FailureClass.FINAL, reason="the token log holds no usable refresh token")
-        oauth = self._oauth_client()
+        oauth = self.oauth_client()
         try:
             discovery = disk.discovery
             if discovery is None:
@@ -464,29 +480,21 @@ class Connection:
 
     async def _authorize(self, locked: LockedLog, reason: str, scope: str | None) -> None:
         self.counters["authorizations"] += 1
-        try:
-            disk = await self._read_locked(locked)
-        except TokenLogError as error:
-            await self.dispatch(StorageFailed(reason=str(error)))
+        disk = await self._read_locked(locked)
+        if disk is None:
             return
-        mine = self.machine.tokens.tokens
-        if (
-            scope is None
-            and disk.tokens is not None
-            and disk.tokens != mine
-            and disk.tokens.freshness(self.clock.now(), self.refresh_buffer) is not Freshness.EXPIRED
-        ):
+        if scope is None and self._newer_on_disk(disk, _UNEXPIRED):
             # Another process authorized while we waited for the lock: adopt its tokens.
             await self.dispatch(TokensChanged(state=disk))
             return
-        settings = self.config.oauth or OAuthSettings()
+        settings = self.oauth_settings
         if not settings.without_browser and not self.interactive:
             await self.dispatch(AuthorizationFailed(reason=f"{reason} (this pool is not interactive)"))
             return
         await self.dispatch(await self._authorization_request(disk, settings, scope))
 
     async def _authorization_request(self, disk: TokenState, settings: OAuthSettings, scope: str | None) -> Event:
-        oauth = self._oauth_client()
+        oauth = self.oauth_client()
         try:
             discovery = await oauth.discover(self._www_authenticate)
             if discovery != disk.discovery:

@@ -21,12 +21,11 @@ from mcp import types as mcp_types
 from mcp.shared.exceptions import MCPError
 
 from mcp_tether.adapters.clock import Clock, SystemClock
-from mcp_tether.adapters.config import PoolConfig, load_config
+from mcp_tether.adapters.config import PoolConfig, ServerConfig, load_config
 from mcp_tether.adapters.token_store import TokenLogError, TokenStore
 from mcp_tether.connection import Connection, TransitionRecord, describe
 from mcp_tether.elicitation import ElicitationHandler
 from mcp_tether.errors import ServerNotFound, ServerUnavailable, TetherError, ToolCallError
-from mcp_tether.statemachine.events import Close
 from mcp_tether.statemachine.tokenlog import LoggedOut
 from mcp_tether.statemachine.tokens import DEFAULT_REFRESH_BUFFER
 
@@ -78,23 +77,31 @@ class ServerPool:
         self.interactive = interactive
         self._clock = clock or SystemClock()
         self._transport = httpx2.AsyncHTTPTransport(limits=httpx2.Limits(max_connections=200))
+        self._refresh_buffer = refresh_buffer
+        self._open_url = open_url
+        self._authorization_timeout = authorization_timeout
+        self._on_transition = on_transition
+        self._on_url = on_url
+        self._elicitation = elicitation
         self._connections = {
-            name: Connection(
-                server,
-                log=store.log(name),
-                transport=self._transport,
-                clock=self._clock,
-                interactive=interactive,
-                refresh_buffer=refresh_buffer,
-                open_url=open_url,
-                authorization_timeout=authorization_timeout,
-                on_transition=on_transition,
-                on_url=on_url,
-                elicitation=elicitation,
-            )
-            for name, server in config.servers.items()
+            name: self._new_connection(server, interactive=interactive) for name, server in config.servers.items()
         }
         self._entered = False
+
+    def _new_connection(self, server: ServerConfig, *, interactive: bool) -> Connection:
+        return Connection(
+            server,
+            log=self.store.log(server.name),
+            transport=self._transport,
+            clock=self._clock,
+            interactive=interactive,
+            refresh_buffer=self._refresh_buffer,
+            open_url=self._open_url,
+            authorization_timeout=self._authorization_timeout,
+            on_transition=self._on_transition,
+            on_url=self._on_url,
+            elicitation=self._elicitation,
+        )
 
     @classmethod
     def from_config(
@@ -245,20 +252,7 @@ class ServerPool:
     async def login(self, server: str) -> None:
         """Authorize now in the browser (even if tokens are stored), then connect."""
         connection = self._connection(server)
-        await connection.dispatch(Close())
-        replacement = Connection(
-            connection.config,
-            log=connection.log,
-            transport=self._transport,
-            clock=self._clock,
-            interactive=True,
-            refresh_buffer=connection.refresh_buffer,
-            open_url=connection.open_url,
-            authorization_timeout=connection.authorization_timeout,
-            on_transition=connection.on_transition,
-            on_url=connection.on_url,
-            elicitation=connection.elicitation,
-        )
+        replacement = self._new_connection(connection.config, interactive=True)
         await connection.close()
         self._connections[server] = replacement
         await asyncio.to_thread(replacement.log.append, [LoggedOut(revoked=False)], at=self._clock.now())
@@ -278,7 +272,7 @@ class ServerPool:
         state = replay.state
         revoked = False
         if state.tokens is not None and state.discovery is not None and state.client is not None:
-            oauth = connection._oauth_client()
+            oauth = connection.oauth_client()
             with contextlib.suppress(TetherError):
                 revoked = await oauth.revoke(state.discovery, state.client, state.tokens)
         await connection.close()
