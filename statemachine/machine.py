@@ -962,6 +962,7 @@ def _transitions_config(table: tuple[Row, ...]) -> list[dict[str, Any]]:
 
 #: Guard names that would clash with a data attribute of the same name.
 _GUARD_ALIASES = {"refresh_in_flight": "refresh_in_flight_"}
+_TRANSITIONS = _transitions_config(TABLE)
 
 
 def callback_names(table: tuple[Row, ...] = TABLE) -> frozenset[str]:
@@ -1005,15 +1006,22 @@ class ConnectionMachine:
             policy=policy or RetryPolicy(),
             misconfigured=misconfigured,
         )
-        self._machine = Machine(
-            model=self._model,
-            states=State,
-            transitions=_transitions_config(TABLE),
-            initial=self._model.state,
-            auto_transitions=False,
-            send_event=True,
-            ignore_invalid_triggers=False,
-        )
+        # Bound on the first event: a lazy server that is never used never pays for it.
+        self._machine: Machine | None = None
+
+    def _bound(self) -> Machine:
+        """The private ``transitions`` machine, built from the table on first use."""
+        if self._machine is None:
+            self._machine = Machine(
+                model=self._model,
+                states=State,
+                transitions=_TRANSITIONS,
+                initial=self._model.state,
+                auto_transitions=False,
+                send_event=True,
+                ignore_invalid_triggers=False,
+            )
+        return self._machine
 
     @property
     def server(self) -> str:
@@ -1074,6 +1082,7 @@ class ConnectionMachine:
         model.commands = []
         if isinstance(event, ClockTick):
             model.now = event.now
+        self._bound()
         model.trigger(event.trigger, event=event)  # type: ignore[attr-defined]  # injected by transitions
         commands, model.commands = model.commands, []
         return commands
