@@ -45,9 +45,8 @@ from typing import Final, Literal
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import attrs
-from mcp.client.auth.utils import is_valid_client_metadata_url
 
-from mcp_tether.adapters.oauth import _SIGNING_ALGORITHMS, _SUPPORTED_METHODS, OAuthSettings
+from mcp_tether.adapters.oauth_settings import SIGNING_ALGORITHMS, SUPPORTED_AUTH_METHODS, OAuthSettings
 
 __all__ = [
     "CONFIG_PATH_ENV",
@@ -407,17 +406,17 @@ def _oauth(entry: _EntryReader) -> OAuthSettings | None:
     if client_credentials and client_id is None:
         raise _BadEntry("`oauth.clientCredentials` needs `oauth.clientId` (and usually `oauth.clientSecret`)")
     method = optional_text("tokenEndpointAuthMethod", "token_endpoint_auth_method")
-    if method is not None and method not in _SUPPORTED_METHODS:
-        raise _BadEntry(f"`oauth.tokenEndpointAuthMethod` must be one of {', '.join(_SUPPORTED_METHODS)}")
+    if method is not None and method not in SUPPORTED_AUTH_METHODS:
+        raise _BadEntry(f"`oauth.tokenEndpointAuthMethod` must be one of {', '.join(SUPPORTED_AUTH_METHODS)}")
     metadata_url = optional_text("clientMetadataUrl", "client_metadata_url")
-    if metadata_url is not None and not is_valid_client_metadata_url(metadata_url):
+    if metadata_url is not None and not _valid_client_metadata_url(metadata_url):
         raise _BadEntry("`oauth.clientMetadataUrl` must be an https URL with a path")
     private_key = optional_text("privateKey", "private_key")
     if method == "private_key_jwt" and private_key is None:
         raise _BadEntry("`oauth.tokenEndpointAuthMethod` private_key_jwt needs `oauth.privateKey` (a PEM private key)")
     algorithm = optional_text("signingAlgorithm", "signing_algorithm")
-    if algorithm is not None and algorithm not in _SIGNING_ALGORITHMS:
-        raise _BadEntry(f"`oauth.signingAlgorithm` must be one of {', '.join(_SIGNING_ALGORITHMS)}")
+    if algorithm is not None and algorithm not in SIGNING_ALGORITHMS:
+        raise _BadEntry(f"`oauth.signingAlgorithm` must be one of {', '.join(SIGNING_ALGORITHMS)}")
     idp_token_endpoint = optional_text("idpTokenEndpoint", "idp_token_endpoint")
     idp_id_token = optional_text("idpIdToken", "idp_id_token")
     if idp_token_endpoint is not None:
@@ -673,3 +672,11 @@ def load_config(
             path=path,
         ) from None
     return parse_config(data, path=path, cwd=where, environ=environ, connected_servers=connected_servers)
+
+
+def _valid_client_metadata_url(url: str) -> bool:
+    # The mcp SDK's rule, imported here so that reading a configuration without
+    # a metadata document URL does not load the SDK.
+    from mcp.client.auth.utils import is_valid_client_metadata_url
+
+    return is_valid_client_metadata_url(url)

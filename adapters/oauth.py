@@ -70,6 +70,12 @@ from mcp.shared.auth_utils import check_resource_allowed, resource_url_from_serv
 from pydantic import AnyUrl, ValidationError
 
 from mcp_tether.adapters.browser import UnsafeURLError, validate_authorization_url
+from mcp_tether.adapters.oauth_settings import (
+    PRIVATE_KEY_JWT,
+    SECRET_AUTH_METHODS,
+    SUPPORTED_AUTH_METHODS,
+    OAuthSettings,
+)
 from mcp_tether.statemachine.failures import FailureClass
 from mcp_tether.statemachine.tokens import ClientRegistration, Discovery, TokenSet
 
@@ -98,14 +104,10 @@ MAX_RETRY_AFTER = 3600.0
 _MAX_QUOTED = 200
 _PROTOCOL_VERSION_HEADER = "MCP-Protocol-Version"
 _PROTOCOL_VERSION = "2025-11-25"
-_SECRET_METHODS = ("client_secret_basic", "client_secret_post")
-_PRIVATE_KEY_JWT = "private_key_jwt"
-_SUPPORTED_METHODS = ("none", *_SECRET_METHODS, _PRIVATE_KEY_JWT)
 #: RFC 7523 section 2.2: a client assertion authenticating the client.
 _CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 #: Seconds a client assertion is valid.
 _CLIENT_ASSERTION_LIFETIME = 300
-_SIGNING_ALGORITHMS = ("ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA")
 _TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 _JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 _ID_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:id_token"
@@ -142,60 +144,6 @@ class InsecureServerError(OAuthError):
 
     def __init__(self, message: str, *, server_name: str) -> None:
         super().__init__(message, server_name=server_name, failure_class=FailureClass.FINAL)
-
-
-@attrs.frozen(kw_only=True)
-class OAuthSettings:
-    """The OAuth part of one server's configuration entry.
-
-    Attributes:
-        client_id: a pre-registered client; skips registration when set.
-        client_secret: its secret, if it is a confidential client.
-        token_endpoint_auth_method: ``none``, ``client_secret_post`` or
-            ``client_secret_basic``; chosen from the server's metadata when None.
-        scopes: space-separated scopes to request; overrides scope selection.
-        client_credentials: machine-to-machine use (client credentials grant, no browser).
-        client_metadata_url: an https Client ID Metadata Document URL (CIMD).
-        callback_port: fixed loopback port for the authorization callback
-            (0: ephemeral, reusing the registered port when it is free).
-        client_name: ``client_name`` sent with dynamic registration.
-        private_key: a PEM private key (PKCS#8, EC or RSA) for ``private_key_jwt``
-            client authentication; the assertion's ``aud`` is the issuer.
-        signing_algorithm: the JWS algorithm for ``private_key_jwt`` (default:
-            ES256 for an EC key, RS256 for an RSA key).
-        idp_token_endpoint: cross-app access (SEP-990): the enterprise identity
-            provider's token endpoint, where ``idp_id_token`` is exchanged for an
-            identity assertion grant (ID-JAG) that is then presented to the
-            authorization server (RFC 7523 ``jwt-bearer`` grant). No browser.
-        idp_client_id: the client id at the identity provider, sent with the exchange.
-        idp_client_secret: its secret (HTTP Basic at the identity provider), if any.
-        idp_id_token: the ID token the identity provider issued to the user.
-    """
-
-    client_id: str | None = None
-    client_secret: str | None = attrs.field(default=None, repr=False)
-    token_endpoint_auth_method: str | None = None
-    scopes: str | None = None
-    client_credentials: bool = False
-    client_metadata_url: str | None = None
-    callback_port: int = 0
-    client_name: str = "mcp-tether"
-    private_key: str | None = attrs.field(default=None, repr=False)
-    signing_algorithm: str | None = None
-    idp_token_endpoint: str | None = None
-    idp_client_id: str | None = None
-    idp_client_secret: str | None = attrs.field(default=None, repr=False)
-    idp_id_token: str | None = attrs.field(default=None, repr=False)
-
-    @property
-    def cross_app_access(self) -> bool:
-        """Tokens come from an identity provider's ID-JAG (SEP-990), not a browser."""
-        return self.idp_token_endpoint is not None
-
-    @property
-    def without_browser(self) -> bool:
-        """Tokens come from a grant that needs no person (client credentials or cross-app access)."""
-        return self.client_credentials or self.cross_app_access
 
 
 @attrs.frozen(kw_only=True)
@@ -789,7 +737,7 @@ class OAuthClient:
             else ("none", "client_secret_basic", "client_secret_post")
         )
         if has_key:
-            preferred = (_PRIVATE_KEY_JWT, *preferred)
+            preferred = (PRIVATE_KEY_JWT, *preferred)
         offered = discovery.token_endpoint_auth_methods_supported
         if offered is None:
             return preferred[0]
@@ -816,7 +764,7 @@ class OAuthClient:
         try:
             client_metadata = OAuthClientMetadata(
                 redirect_uris=[AnyUrl(redirect_uri)],
-                token_endpoint_auth_method=method,  # type: ignore[arg-type]  # checked against _SUPPORTED_METHODS below
+                token_endpoint_auth_method=method,  # type: ignore[arg-type]  # checked against SUPPORTED_AUTH_METHODS below
                 grant_types=["authorization_code", "refresh_token"],
                 response_types=["code"],
                 scope=registered_scope,
@@ -825,7 +773,7 @@ class OAuthClient:
         except ValidationError as exc:
             raise RegistrationError(
                 f"Server '{self._server_name}': cannot register: invalid client metadata "
-                f"(token_endpoint_auth_method {method!r} must be one of {', '.join(_SUPPORTED_METHODS)}).",
+                f"(token_endpoint_auth_method {method!r} must be one of {', '.join(SUPPORTED_AUTH_METHODS)}).",
                 server_name=self._server_name,
                 failure_class=FailureClass.FINAL,
             ) from exc
@@ -1009,18 +957,18 @@ class OAuthClient:
         form["client_id"] = client.client_id
         method = client.token_endpoint_auth_method
         secret = client.client_secret
-        if method not in _SUPPORTED_METHODS:
+        if method not in SUPPORTED_AUTH_METHODS:
             return (
                 {},
                 f"the client uses token endpoint auth method {method!r}, which mcp-tether does not support",
             )
-        if method == _PRIVATE_KEY_JWT:
+        if method == PRIVATE_KEY_JWT:
             assertion, problem = self._client_assertion(client.client_id, audience)
             if assertion is not None:
                 form["client_assertion_type"] = _CLIENT_ASSERTION_TYPE
                 form["client_assertion"] = assertion
             return {}, problem
-        if method in _SECRET_METHODS and not secret:
+        if method in SECRET_AUTH_METHODS and not secret:
             return {}, f"the client is registered for {method} but has no client secret"
         if method == "client_secret_basic" and secret:
             pair = f"{quote(client.client_id, safe='')}:{quote(secret, safe='')}"

@@ -6,8 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from mcp_tether.statemachine.logcodec import encode_line
 from mcp_tether.statemachine.tokenlog import AuthorizationStarted, LogRecord
 
@@ -48,10 +46,6 @@ def test_replay_imports_nothing_heavy(tmp_path: Path) -> None:
     assert heavy(modules) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mcp_tether.adapters.config imports mcp (OAuthSettings from adapters.oauth, mcp.client.auth.utils)",
-)
 def test_status_imports_nothing_heavy(tmp_path: Path) -> None:
     (tmp_path / ".claude.json").write_text('{"mcpServers": {"a": {"type": "http", "url": "http://127.0.0.1:9/"}}}')
     assert heavy(imported_modules("status", home=tmp_path)) == []
