@@ -17,7 +17,7 @@ feeds the outcome to the machine and appends what the machine asks, through the
 held lock. Only then is the lock released. Long operations (a person in a
 browser) never block the event loop, and the lock never spans a tool call.
 
-Requests carry the token through :class:`TetherAuth` (an ``httpx2.Auth``), which
+Requests carry the token through ``mcp_tether.session.TetherAuth`` (an ``httpx2.Auth``), which
 holds no lock across a request: concurrent calls on one session run concurrently.
 A 401 or 403 ``insufficient_scope`` is reported to the machine, the request waits
 for a new token (or a clear error) and is retried once.
@@ -29,30 +29,17 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import httpx2
-from mcp import types as mcp_types
-from mcp.client.auth.utils import extract_scope_from_www_auth
-from mcp.client.session import ClientRequestContext, ClientSession, ElicitationFnT
-from mcp.client.sse import sse_client
-from mcp.client.stdio import StdioServerParameters, stdio_client
-from mcp.client.streamable_http import streamable_http_client
 
-from mcp_tether.adapters.authorization import (
-    AuthorizationError,
-    AuthorizationTimeout,
-    authorize_in_browser,
-)
 from mcp_tether.adapters.browser import open_in_browser
 from mcp_tether.adapters.callback import loopback_redirect_port
 from mcp_tether.adapters.clock import Clock
-from mcp_tether.adapters.config import HttpServer, ServerConfig, StdioServer
-from mcp_tether.adapters.oauth import OAuthClient, OAuthError, OAuthSettings, TokenFailure, select_scope
+from mcp_tether.adapters.config import HttpServer, ServerConfig
+from mcp_tether.adapters.oauth_settings import OAuthSettings
 from mcp_tether.adapters.token_store import LockedLog, ServerLog, TokenLogError
-from mcp_tether.elicitation import ElicitationHandler
 from mcp_tether.errors import AuthorizationRequired, ServerUnavailable, TetherError
 from mcp_tether.statemachine.commands import (
     AppendLog,
@@ -92,7 +79,14 @@ from mcp_tether.statemachine.machine import ConnectionMachine, State
 from mcp_tether.statemachine.tokenlog import ClientRegistered, DiscoveryRecorded, LogEvent
 from mcp_tether.statemachine.tokens import DEFAULT_REFRESH_BUFFER, Freshness, TokenState
 
-__all__ = ["Connection", "TetherAuth", "TransitionRecord", "describe"]
+if TYPE_CHECKING:  # the MCP and HTTP stacks load with the first session (mcp_tether.session)
+    import httpx2
+    from mcp.client.session import ClientSession
+
+    from mcp_tether.adapters.oauth import OAuthClient
+    from mcp_tether.elicitation import ElicitationHandler
+
+__all__ = ["Connection", "SharedTransport", "TransitionRecord", "describe"]
 
 _log = logging.getLogger("mcp_tether")
 
@@ -106,6 +100,24 @@ WAIT_TIMEOUT = 90.0
 
 _FRESH = frozenset({Freshness.VALID})
 _UNEXPIRED = frozenset({Freshness.VALID, Freshness.EXPIRING})
+
+
+class SharedTransport:
+    """One HTTP connection pool for every server of a pool, created on first use."""
+
+    def __init__(self) -> None:
+        self._transport: httpx2.AsyncHTTPTransport | None = None
+
+    def get(self) -> httpx2.AsyncBaseTransport:
+        import httpx2  # loaded with the first HTTP session, not when the pool is built
+
+        if self._transport is None:
+            self._transport = httpx2.AsyncHTTPTransport(limits=httpx2.Limits(max_connections=200))
+        return self._transport
+
+    async def aclose(self) -> None:
+        if self._transport is not None:
+            await self._transport.aclose()
 
 
 @attrs.frozen(kw_only=True)
@@ -143,7 +155,7 @@ class Connection:
         config: ServerConfig,
         *,
         log: ServerLog,
-        transport: httpx2.AsyncBaseTransport,
+        transport: SharedTransport,
         clock: Clock,
         interactive: bool = True,
         refresh_buffer: float = DEFAULT_REFRESH_BUFFER,
@@ -169,8 +181,9 @@ class Connection:
         self.machine = ConnectionMachine(
             self.name, requires_auth=requires_auth, refresh_buffer=refresh_buffer, misconfigured=config.problem
         )
-        self._transport = transport
-        self._http: httpx2.AsyncClient | None = None
+        #: The pool's HTTP connection pool, and this server's client on it (made on first use).
+        self.shared_transport = transport
+        self.http: httpx2.AsyncClient | None = None
         self._oauth: OAuthClient | None = None
         self._lock = asyncio.Lock()
         self._changed = asyncio.Event()
@@ -414,11 +427,14 @@ class Connection:
 
     def oauth_client(self) -> OAuthClient:
         """The server's OAuth client (created on first use; HTTP servers only)."""
+        from mcp_tether.adapters.oauth import OAuthClient
+        from mcp_tether.session import http_client
+
         if self._oauth is None:
             transport = self.config.transport
             assert isinstance(transport, HttpServer)
             self._oauth = OAuthClient(
-                self._client(),
+                http_client(self),
                 server_name=self.name,
                 server_url=transport.url,
                 settings=self.oauth_settings,
@@ -455,6 +471,8 @@ class Connection:
         await self.dispatch(await self._refresh_request(disk))
 
     async def _refresh_request(self, disk: TokenState) -> Event:
+        from mcp_tether.adapters.oauth import OAuthError, TokenFailure
+
         settings = self.oauth_settings
         if disk.tokens is None or disk.refresh_token is None:
             return RefreshFailed(failure=FailureClass.FINAL, reason="the token log holds no usable refresh token")
@@ -494,6 +512,9 @@ class Connection:
         await self.dispatch(await self._authorization_request(disk, settings, scope))
 
     async def _authorization_request(self, disk: TokenState, settings: OAuthSettings, scope: str | None) -> Event:
+        from mcp_tether.adapters.authorization import AuthorizationError, AuthorizationTimeout, authorize_in_browser
+        from mcp_tether.adapters.oauth import OAuthError, TokenFailure, select_scope
+
         oauth = self.oauth_client()
         try:
             discovery = await oauth.discover(self._www_authenticate)
@@ -536,51 +557,13 @@ class Connection:
 
     # --- the MCP session ----------------------------------------------------------------
 
-    def _client(self) -> httpx2.AsyncClient:
-        if self._http is None:
-            transport = self.config.transport
-            headers = dict(transport.headers) if isinstance(transport, HttpServer) else {}
-            self._http = httpx2.AsyncClient(
-                transport=_Unclosable(self._transport),
-                auth=TetherAuth(self),
-                headers=headers,
-                timeout=httpx2.Timeout(30.0, read=300.0),
-                follow_redirects=False,
-            )
-        return self._http
-
-    @contextlib.asynccontextmanager
-    async def _streams(self) -> AsyncIterator[tuple[Any, Any]]:
-        transport = self.config.transport
-        if isinstance(transport, StdioServer):
-            params = StdioServerParameters(
-                command=transport.command,
-                args=list(transport.args),
-                env=dict(transport.env) or None,
-                cwd=transport.cwd,
-            )
-            async with stdio_client(params) as (read, write):
-                yield read, write
-        elif isinstance(transport, HttpServer) and transport.kind == "sse":
-            async with sse_client(transport.url, headers=dict(transport.headers), auth=TetherAuth(self)) as (
-                read,
-                write,
-            ):
-                yield read, write
-        elif isinstance(transport, HttpServer):
-            async with streamable_http_client(transport.url, http_client=self._client()) as (read, write):
-                yield read, write
-        else:
-            raise ServerUnavailable(self.name, cause=self.config.problem or f"{self.name!r} has no usable transport")
-
     async def _run_session(self, closing: asyncio.Event) -> None:
         self.counters["connects"] += 1
         cause = "closed"
+        from mcp_tether.session import open_session  # the MCP client stack loads with the first session
+
         try:
-            async with (
-                self._streams() as (read, write),
-                ClientSession(read, write, elicitation_callback=self._elicitation_callback()) as session,
-            ):
+            async with open_session(self) as session:
                 await asyncio.wait_for(session.initialize(), timeout=CONNECT_TIMEOUT + self._wait_timeout())
                 self._session = session
                 await self.dispatch(SessionUp())
@@ -593,18 +576,6 @@ class Connection:
             self._session = None
         if not closing.is_set():
             await self.dispatch(SessionLost(cause=cause))
-
-    def _elicitation_callback(self) -> ElicitationFnT | None:
-        handler = self.elicitation
-        if handler is None:
-            return None
-
-        async def answer(
-            context: ClientRequestContext, params: mcp_types.ElicitRequestParams
-        ) -> mcp_types.ElicitResult:
-            return await handler(params)
-
-        return answer
 
     # --- what TetherAuth asks ---------------------------------------------------------
 
@@ -622,13 +593,14 @@ class Connection:
             return token
         return await self._await_token(rejected=None, event=UseRequested())
 
-    async def recover(self, token: str | None, response: httpx2.Response) -> str | None:
-        """A request was refused: tell the machine and wait for a token worth retrying with."""
-        challenge = response.headers.get("WWW-Authenticate")
-        if response.status_code == 403:
+    async def recover(
+        self, token: str | None, *, status: int, challenge: str | None, scope: str | None
+    ) -> str | None:
+        """A request was refused (401, or 403 ``insufficient_scope``): tell the machine and
+        wait for a token worth retrying with."""
+        if status == 403:
             return await self._await_token(
-                rejected=token,
-                event=InsufficientScope(scope=extract_scope_from_www_auth(response), www_authenticate=challenge),
+                rejected=token, event=InsufficientScope(scope=scope, www_authenticate=challenge)
             )
         if challenge:
             self._www_authenticate = challenge
@@ -667,60 +639,6 @@ class Connection:
         finally:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
-
-
-class TetherAuth(httpx2.Auth):
-    """Attaches the connection's current bearer token; reports 401/403 to its machine.
-
-    Holds no lock across a request. A refused request is retried once with the
-    token the machine settles on (after re-reading the log, refreshing, or, as
-    the last resort, authorizing).
-    """
-
-    requires_request_body = True
-
-    def __init__(self, connection: Connection) -> None:
-        self._connection = connection
-
-    def sync_auth_flow(self, request: httpx2.Request) -> Generator[httpx2.Request, httpx2.Response, None]:
-        raise RuntimeError("mcp-tether authenticates asynchronous clients only")
-
-    async def async_auth_flow(self, request: httpx2.Request) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
-        connection = self._connection
-        token = await connection.token_for_request()
-        _authorize(request, token)
-        response = yield request
-        if response.status_code == 401 or _insufficient_scope(response):
-            await response.aread()
-            token = await connection.recover(token, response)
-            _authorize(request, token)
-            response = yield request
-        if response.status_code < 400:
-            await connection.accepted()
-
-
-def _authorize(request: httpx2.Request, token: str | None) -> None:
-    if token is None:
-        request.headers.pop("Authorization", None)
-    else:
-        request.headers["Authorization"] = f"Bearer {token}"
-
-
-def _insufficient_scope(response: httpx2.Response) -> bool:
-    return response.status_code == 403 and "insufficient_scope" in response.headers.get("WWW-Authenticate", "")
-
-
-class _Unclosable(httpx2.AsyncBaseTransport):
-    """The pool's shared transport, lent to one server's client: closing the client leaves it open."""
-
-    def __init__(self, transport: httpx2.AsyncBaseTransport) -> None:
-        self._transport = transport
-
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        return await self._transport.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        return None
 
 
 def describe(error: BaseException) -> str:

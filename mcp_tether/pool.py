@@ -14,20 +14,20 @@ import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
-
-import httpx2
-from mcp import types as mcp_types
-from mcp.shared.exceptions import MCPError
+from typing import TYPE_CHECKING, Any
 
 from mcp_tether.adapters.clock import Clock, SystemClock
 from mcp_tether.adapters.config import PoolConfig, ServerConfig, load_config
 from mcp_tether.adapters.token_store import TokenLogError, TokenStore
-from mcp_tether.connection import Connection, TransitionRecord, describe
-from mcp_tether.elicitation import ElicitationHandler
+from mcp_tether.connection import Connection, SharedTransport, TransitionRecord, describe
 from mcp_tether.errors import ServerNotFound, ServerUnavailable, TetherError, ToolCallError
 from mcp_tether.statemachine.tokenlog import LoggedOut
 from mcp_tether.statemachine.tokens import DEFAULT_REFRESH_BUFFER
+
+if TYPE_CHECKING:  # loaded with the first session, not when the pool is built
+    from mcp import types as mcp_types
+
+    from mcp_tether.elicitation import ElicitationHandler
 
 __all__ = ["ServerPool"]
 
@@ -76,7 +76,7 @@ class ServerPool:
         self.store = store
         self.interactive = interactive
         self._clock = clock or SystemClock()
-        self._transport = httpx2.AsyncHTTPTransport(limits=httpx2.Limits(max_connections=200))
+        self._transport = SharedTransport()
         self._refresh_buffer = refresh_buffer
         self._open_url = open_url
         self._authorization_timeout = authorization_timeout
@@ -207,10 +207,12 @@ class ServerPool:
         tools: list[mcp_types.Tool] = []
 
         async def fetch(session: Any) -> None:
+            from mcp.types import PaginatedRequestParams  # loaded with the session already
+
             cursor: str | None = None
             tools.clear()
             for _ in range(1000):
-                params = mcp_types.PaginatedRequestParams(cursor=cursor) if cursor else None
+                params = PaginatedRequestParams(cursor=cursor) if cursor else None
                 page = await session.list_tools(params=params)
                 tools.extend(page.tools)
                 cursor = page.next_cursor
@@ -290,6 +292,8 @@ class ServerPool:
     async def _with_session(self, server: str, what: str, action: Callable[[Any], Any]) -> None:
         """Run ``action(session)``; a broken session is reconnected and the action retried once."""
         connection = self._connection(server)
+        from mcp.shared.exceptions import MCPError  # loaded once a session exists; not at pool start
+
         for attempt in (1, 2):
             connection.auth_problem = None
             session = await connection.session()
