@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import enum
 import random
+import weakref
 import zlib
 from typing import Any
 
@@ -962,7 +963,16 @@ def _transitions_config(table: tuple[Row, ...]) -> list[dict[str, Any]]:
 
 #: Guard names that would clash with a data attribute of the same name.
 _GUARD_ALIASES = {"refresh_in_flight": "refresh_in_flight_"}
-_TRANSITIONS = _transitions_config(TABLE)
+#: The private transitions machine every ConnectionMachine's model is added to.
+_MACHINE = Machine(
+    model=None,
+    states=State,
+    transitions=_transitions_config(TABLE),
+    initial=State.LAZY,
+    auto_transitions=False,
+    send_event=True,
+    ignore_invalid_triggers=False,
+)
 
 
 def callback_names(table: tuple[Row, ...] = TABLE) -> frozenset[str]:
@@ -1006,22 +1016,10 @@ class ConnectionMachine:
             policy=policy or RetryPolicy(),
             misconfigured=misconfigured,
         )
-        # Bound on the first event: a lazy server that is never used never pays for it.
-        self._machine: Machine | None = None
-
-    def _bound(self) -> Machine:
-        """The private ``transitions`` machine, built from the table on first use."""
-        if self._machine is None:
-            self._machine = Machine(
-                model=self._model,
-                states=State,
-                transitions=_TRANSITIONS,
-                initial=self._model.state,
-                auto_transitions=False,
-                send_event=True,
-                ignore_invalid_triggers=False,
-            )
-        return self._machine
+        # One transitions machine, built once from the table, serves every connection's model.
+        self._machine = _MACHINE
+        _MACHINE.add_model(self._model, initial=self._model.state)
+        weakref.finalize(self, _MACHINE.remove_model, self._model)
 
     @property
     def server(self) -> str:
@@ -1082,7 +1080,6 @@ class ConnectionMachine:
         model.commands = []
         if isinstance(event, ClockTick):
             model.now = event.now
-        self._bound()
         model.trigger(event.trigger, event=event)  # type: ignore[attr-defined]  # injected by transitions
         commands, model.commands = model.commands, []
         return commands

@@ -111,7 +111,7 @@ def build(params: dict, slot: int = 0) -> ConnectionMachine:
     for key, value in params.items():
         if key != "state":
             setattr(model, key, value)
-    machine._bound().set_state(params["state"])
+    machine._machine.set_state(params["state"], model=model)
     return machine
 
 
@@ -122,7 +122,7 @@ def expected_destination(machine: ConnectionMachine, event: Event) -> State:
     if isinstance(event, ClockTick):
         model.now = event.now
     data = EventData(
-        None, type("E", (), {"name": event.trigger})(), machine._bound(), model, (), {"event": event}
+        None, type("E", (), {"name": event.trigger})(), machine._machine, model, (), {"event": event}
     )
     for row in rows_for(state, event.trigger):
         for name in row.prepare:

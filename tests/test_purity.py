@@ -31,6 +31,7 @@ ALLOWED = {
     "transitions.extensions.diagrams",
     "typing",
     "unicodedata",
+    "weakref",
     "zlib",
 }
 
