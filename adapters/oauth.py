@@ -46,6 +46,7 @@ import math
 import secrets
 import socket
 from collections.abc import Callable, Mapping
+from typing import TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
 import attrs
@@ -67,7 +68,7 @@ from mcp.client.auth.utils import (
 )
 from mcp.shared.auth import OAuthClientMetadata, OAuthMetadata, ProtectedResourceMetadata
 from mcp.shared.auth_utils import check_resource_allowed, resource_url_from_server_url
-from pydantic import AnyUrl, ValidationError
+from pydantic import AnyUrl, BaseModel, ValidationError
 
 from mcp_tether.adapters.browser import UnsafeURLError, validate_authorization_url
 from mcp_tether.adapters.oauth_settings import (
@@ -113,6 +114,7 @@ _JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 _ID_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:id_token"
 _ID_JAG_TYPE = "urn:ietf:params:oauth:token-type:id-jag"
 _REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+_ModelT = TypeVar("_ModelT", bound=BaseModel)
 
 
 class OAuthError(Exception):
@@ -469,6 +471,17 @@ class OAuthClient:
         except _TransportTrouble as exc:
             raise self._discovery_failed(str(exc), FailureClass.TRANSIENT) from exc
 
+    async def _get_model(self, url: str, model: type[_ModelT]) -> tuple[_Reply, _ModelT | None, dict[str, object]]:
+        """GET a metadata document: the reply, and the validated model and raw object when it is one."""
+        reply = await self._get_metadata(url)
+        raw = _json_object(reply.body) if reply.status == 200 else None
+        if raw is None:
+            return reply, None, {}
+        try:
+            return reply, model.model_validate(raw), raw
+        except ValidationError:
+            return reply, None, {}
+
     async def discover(self, www_authenticate: str | None) -> Discovery:
         """Find the authorization server for this MCP server and check it is safe to use.
 
@@ -493,21 +506,12 @@ class OAuthClient:
         prm_url: str | None = None
         server_trouble: str | None = None
         for url in build_protected_resource_metadata_discovery_urls(hinted, self._server_url):
-            reply = await self._get_metadata(url)
+            reply, prm, prm_raw = await self._get_model(url, ProtectedResourceMetadata)
             if reply.status >= 500 or reply.status == 429:
                 server_trouble = f"{url} answered HTTP {reply.status}"
-                continue
-            if reply.status != 200:
-                continue
-            raw = _json_object(reply.body)
-            if raw is None:
-                continue
-            try:
-                prm = ProtectedResourceMetadata.model_validate(raw)
-            except ValidationError:
-                continue
-            prm_raw, prm_url = raw, url
-            break
+            if prm is not None:
+                prm_url = url
+                break
         if prm is None and server_trouble is not None:
             # A server error says nothing about whether metadata exists: never fall
             # back to the legacy path on it.
@@ -555,17 +559,10 @@ class OAuthClient:
             parts = urlsplit(self._server_url)
             expected = f"{parts.scheme.lower()}://{parts.netloc.lower()}"
         for url in build_oauth_authorization_server_metadata_discovery_urls(authorization_server, self._server_url):
-            reply = await self._get_metadata(url)
+            reply, metadata, raw = await self._get_model(url, OAuthMetadata)
             if reply.status >= 500 or reply.status == 429:
                 raise self._discovery_failed(f"{url} answered HTTP {reply.status}", FailureClass.TRANSIENT)
-            if reply.status != 200:
-                continue
-            raw = _json_object(reply.body)
-            if raw is None:
-                continue
-            try:
-                metadata = OAuthMetadata.model_validate(raw)
-            except ValidationError:
+            if metadata is None:
                 continue
             issuer = _raw_str(raw, "issuer") or str(metadata.issuer)
             # Exact match (RFC 8414 section 3.3), except that a root issuer with and

@@ -49,16 +49,17 @@ from urllib.parse import parse_qs, urlsplit
 
 import attrs
 import httpx2
-from mcp.client.auth import OAuthClientProvider, TokenStorage
+from mcp.client.auth import OAuthClientProvider
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
 from pydantic import AnyUrl
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mcp_tether.pool import ServerPool
 from mcp_tether.testing.authserver import SimulatedAuthorizationServer
 from mcp_tether.testing.browser import HeadlessBrowser
+from mcp_tether.testing.sdk import MemoryTokenStorage
 from mcp_tether.testing.serve import LoopbackOAuthEnvironment
 
 SERVER = "notion"
@@ -108,32 +109,12 @@ class CountedEnvironment:
         await self.env.__aexit__(None, None, None)
 
 
-class MemoryStorage(TokenStorage):
-    """The SDK's token storage, in memory (what survives a 'restart' of the SDK client)."""
-
-    def __init__(self) -> None:
-        self.tokens: OAuthToken | None = None
-        self.client: OAuthClientInformationFull | None = None
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client = client_info
-
-
 class SdkClient:
     """The SDK's ``OAuthClientProvider``, with a 'browser' that follows the authorization URL."""
 
-    def __init__(self, mcp_url: str, storage: MemoryStorage | None = None) -> None:
+    def __init__(self, mcp_url: str, storage: MemoryTokenStorage | None = None) -> None:
         self.mcp_url = mcp_url
-        self.storage = storage or MemoryStorage()
+        self.storage = storage or MemoryTokenStorage()
         self.launches = 0
         self._redirect: dict[str, str] = {}
 

@@ -323,7 +323,6 @@ def _client_from_json(obj: Mapping[str, Any], path: str) -> ClientRegistration:
 
 
 def _discovery_from_json(obj: Mapping[str, Any], path: str) -> Discovery:
-    scopes = obj.get("scopes_supported")
     return Discovery(
         resource=_opt_str(obj, "resource", path),
         resource_metadata_url=_opt_str(obj, "resource_metadata_url", path),
@@ -332,7 +331,7 @@ def _discovery_from_json(obj: Mapping[str, Any], path: str) -> Discovery:
         token_endpoint=_str(obj, "token_endpoint", path),
         registration_endpoint=_opt_str(obj, "registration_endpoint", path),
         revocation_endpoint=_opt_str(obj, "revocation_endpoint", path),
-        scopes_supported=None if scopes is None else _str_tuple(scopes, "scopes_supported", path),
+        scopes_supported=_opt_str_tuple(obj, "scopes_supported", path),
         iss_parameter_supported=_bool(obj, "iss_parameter_supported", path),
         # Added later: absent from older lines, where they take their defaults.
         client_id_metadata_document_supported=(

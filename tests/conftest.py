@@ -23,11 +23,5 @@ settings.register_profile(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-settings.register_profile(
-    "long",
-    max_examples=2000,
-    stateful_step_count=150,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+settings.register_profile("long", parent=settings.get_profile("fast"), max_examples=2000, stateful_step_count=150)
 settings.load_profile(os.environ.get("MCP_TETHER_HYPOTHESIS_PROFILE", "fast"))

@@ -46,6 +46,18 @@ def make_pool(config: Path, tmp_path: Path, clock: OffsetClock, browser: Headles
     )
 
 
+async def authorized_then_expired(
+    tmp_path: Path, env: LoopbackOAuthEnvironment, clock: OffsetClock
+) -> tuple[Path, HeadlessBrowser]:
+    """One pool authorizes (one browser launch) and closes; then the access token expires."""
+    config = oauth_config(tmp_path, env)
+    browser = HeadlessBrowser()
+    async with make_pool(config, tmp_path, clock, browser) as pool:
+        await echo(pool)
+    clock.advance(2 * 3600)
+    return config, browser
+
+
 async def echo(pool: ServerPool, text: str = "hi") -> str:
     result = await pool.call_tool("notion", "echo", {"text": text})
     assert not result.is_error
@@ -81,11 +93,7 @@ async def test_cold_start_then_warm_restart_without_authorization_requests(
 async def test_restart_with_expired_access_token_refreshes_once_and_opens_no_browser(
     tmp_path: Path, env: LoopbackOAuthEnvironment, clock: OffsetClock
 ) -> None:
-    config = oauth_config(tmp_path, env)
-    browser = HeadlessBrowser()
-    async with make_pool(config, tmp_path, clock, browser) as pool:
-        await echo(pool)
-    clock.advance(2 * 3600)
+    config, browser = await authorized_then_expired(tmp_path, env, clock)
     before = env.auth.counters()
     async with make_pool(config, tmp_path, clock, browser) as pool:
         assert await echo(pool) == "hi"
@@ -98,11 +106,7 @@ async def test_restart_with_expired_access_token_refreshes_once_and_opens_no_bro
 async def test_transient_refresh_failures_never_open_a_browser(
     tmp_path: Path, env: LoopbackOAuthEnvironment, clock: OffsetClock
 ) -> None:
-    config = oauth_config(tmp_path, env)
-    browser = HeadlessBrowser()
-    async with make_pool(config, tmp_path, clock, browser) as pool:
-        await echo(pool)
-    clock.advance(2 * 3600)
+    config, browser = await authorized_then_expired(tmp_path, env, clock)
     env.auth.script_token_answers([503, 503], grant_type="refresh_token")
     async with make_pool(config, tmp_path, clock, browser) as pool:
         assert await echo(pool) == "hi"
@@ -113,11 +117,7 @@ async def test_transient_refresh_failures_never_open_a_browser(
 async def test_rejected_refresh_token_opens_the_browser_exactly_once(
     tmp_path: Path, env: LoopbackOAuthEnvironment, clock: OffsetClock
 ) -> None:
-    config = oauth_config(tmp_path, env)
-    browser = HeadlessBrowser()
-    async with make_pool(config, tmp_path, clock, browser) as pool:
-        await echo(pool)
-    clock.advance(2 * 3600)
+    config, browser = await authorized_then_expired(tmp_path, env, clock)
     env.auth.script_token_answers(["invalid_grant"], grant_type="refresh_token")
     async with make_pool(config, tmp_path, clock, browser) as pool:
         assert await echo(pool) == "hi"
@@ -128,11 +128,7 @@ async def test_rejected_refresh_token_opens_the_browser_exactly_once(
 async def test_rejected_refresh_token_without_interaction_raises_authorization_required(
     tmp_path: Path, env: LoopbackOAuthEnvironment, clock: OffsetClock
 ) -> None:
-    config = oauth_config(tmp_path, env)
-    browser = HeadlessBrowser()
-    async with make_pool(config, tmp_path, clock, browser) as pool:
-        await echo(pool)
-    clock.advance(2 * 3600)
+    config, browser = await authorized_then_expired(tmp_path, env, clock)
     env.auth.script_token_answers(["invalid_grant"], grant_type="refresh_token")
     async with make_pool(config, tmp_path, clock, browser, interactive=False) as pool:
         with pytest.raises(AuthorizationRequired) as caught:

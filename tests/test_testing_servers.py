@@ -14,15 +14,16 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 import pytest
-from mcp.client.auth import OAuthClientProvider, TokenStorage
+from mcp.client.auth import OAuthClientProvider
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
 from mcp_types import CallToolResult, TextContent
 from pydantic import AnyUrl
 
 from mcp_tether.testing.authserver import SimulatedAuthorizationServer, SimulatedClient
+from mcp_tether.testing.sdk import MemoryTokenStorage
 from mcp_tether.testing.serve import (
     LoopbackOAuthEnvironment,
     LoopbackServer,
@@ -578,24 +579,6 @@ async def test_stdio_server_serves_the_tools() -> None:
 # ----------------------------------------------------------------------------- interoperability
 
 
-class _MemoryStorage(TokenStorage):
-    def __init__(self) -> None:
-        self.tokens: OAuthToken | None = None
-        self.client: OAuthClientInformationFull | None = None
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client = client_info
-
-
 async def test_sdk_oauth_provider_discovers_registers_consents_and_refreshes() -> None:
     """The mcp SDK's own OAuth client completes the whole flow against the simulated servers."""
     auth = SimulatedAuthorizationServer(auto_approve=False, access_token_lifetime=1.0)
@@ -621,7 +604,7 @@ async def test_sdk_oauth_provider_discovers_registers_consents_and_refreshes() -
                 token_endpoint_auth_method="none",
                 grant_types=["authorization_code", "refresh_token"],
             ),
-            _MemoryStorage(),
+            MemoryTokenStorage(),
             click_approve,
             callback,
         )

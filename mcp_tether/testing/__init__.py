@@ -24,8 +24,9 @@ Example::
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from mcp_tether._lazy import lazy_getattr
 
 __all__ = [
     "ConnectionSimulation",
@@ -58,10 +59,4 @@ if TYPE_CHECKING:
     from mcp_tether.testing.simulation import ConnectionSimulation, run_simulation
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mcp_tether.testing' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _WHERE, globals())
