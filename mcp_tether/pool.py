@@ -86,7 +86,6 @@ class ServerPool:
         self._connections = {
             name: self._new_connection(server, interactive=interactive) for name, server in config.servers.items()
         }
-        self._entered = False
 
     def _new_connection(self, server: ServerConfig, *, interactive: bool) -> Connection:
         return Connection(
@@ -157,7 +156,6 @@ class ServerPool:
 
     async def __aenter__(self) -> ServerPool:
         """Connect the eager servers, in parallel; a failure is logged, not raised."""
-        self._entered = True
         eager = [self._connections[name] for name in sorted(self.config.eager)]
         results = await asyncio.gather(*(c.session() for c in eager), return_exceptions=True)
         for connection, result in zip(eager, results, strict=True):
