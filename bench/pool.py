@@ -580,7 +580,7 @@ async def lazy_pool(counted: CountedEnvironment, work: Path, repeats: int) -> tu
             ok=total - bare_import <= 0.050,
         ),
         Row(
-            metric="  of which: import ServerPool (mcp, httpx2)",
+            metric="  of which: import ServerPool",
             target="",
             ours=fmt_ms(stack),
         ),
