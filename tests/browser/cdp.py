@@ -328,6 +328,8 @@ class Chromium:
     """A running headless Chromium with its DevTools connection."""
 
     _connection: _Connection
+    #: The DevTools port (its HTTP ``/json/new`` opens a tab from another process).
+    devtools_port: int
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -364,7 +366,7 @@ class Chromium:
                         f"Chromium did not open its DevTools port within {STARTUP_SECONDS} s "
                         f"(no {profile / 'DevToolsActivePort'})"
                     ) from None
-                browser = cls(_Connection(websocket))
+                browser = cls(_Connection(websocket), int(endpoint.split(":")[2].split("/")[0]))
                 try:
                     yield browser
                 finally:
@@ -383,6 +385,33 @@ class Chromium:
             "Target.attachToTarget", {"targetId": target["targetId"], "flatten": True}
         )
         return Page(self._connection, attached["sessionId"])
+
+    async def attach(self, matches: Callable[[str], bool], *, timeout: float = 10.0) -> Page:  # noqa: ASYNC109
+        """Attach to a tab something else opened (e.g. a ``$BROWSER`` command) once its URL ``matches``.
+
+        Args:
+            matches: tells the wanted tab by its URL.
+            timeout: seconds to wait for such a tab.
+
+        Returns:
+            The page.
+
+        Raises:
+            BrowserError: no matching tab appeared within ``timeout``.
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    targets = await self._connection.send("Target.getTargets")
+                    for target in targets["targetInfos"]:
+                        if target["type"] == "page" and matches(target["url"]):
+                            attached = await self._connection.send(
+                                "Target.attachToTarget", {"targetId": target["targetId"], "flatten": True}
+                            )
+                            return Page(self._connection, attached["sessionId"])
+                    await asyncio.sleep(_POLL_SECONDS)
+        except TimeoutError:
+            raise BrowserError(f"no matching tab was opened within {timeout:g} s") from None
 
     async def _close(self) -> None:
         with contextlib.suppress(BrowserError, ConnectionClosed):
