@@ -49,10 +49,9 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import attrs
-import filelock
 
 from mcp_tether.adapters.filenames import LOG_SUFFIX, legacy_file_name, log_file_stem
 from mcp_tether.statemachine.logcodec import (
@@ -72,6 +71,9 @@ from mcp_tether.statemachine.tokenlog import (
     apply,
 )
 from mcp_tether.statemachine.tokens import TokenState
+
+if TYPE_CHECKING:
+    import filelock
 
 __all__ = [
     "COMPACT_THRESHOLD_BYTES",
@@ -215,7 +217,9 @@ class ServerLog:
         self._legacy_name = legacy_file_name(server)
         self._compact_threshold = compact_threshold
         self._lock_path = token_dir / (stem + _LOCK_SUFFIX)
-        self._lock = filelock.FileLock(self._lock_path, mode=0o600, poll_interval=_LOCK_POLL)
+        # Made (and filelock imported) on first use: a lazy server never locks.
+        self._lock: filelock.FileLock | None = None
+        self._lock_made = threading.Lock()
         self._mutex = threading.Lock()
         self._cache: _Scan | None = None
 
@@ -320,8 +324,14 @@ class ServerLog:
             dir_fd = self._open_dir(create=True)
             assert dir_fd is not None
             os.close(dir_fd)
+        import filelock
+
+        with self._lock_made:
+            if self._lock is None:
+                self._lock = filelock.FileLock(self._lock_path, mode=0o600, poll_interval=_LOCK_POLL)
+            lock = self._lock
         try:
-            self._lock.acquire(timeout=timeout)
+            lock.acquire(timeout=timeout)
         except filelock.Timeout:
             raise LockTimeout(
                 f"server {self.server!r}: waited {timeout:g} s for the token-log lock {self._lock_path} "
@@ -336,7 +346,7 @@ class ServerLog:
             yield handle
         finally:
             handle._open = False
-            self._lock.release()
+            lock.release()
 
     # --- under the lock -----------------------------------------------------
 
