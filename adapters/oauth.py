@@ -294,7 +294,7 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
         return None
     value = value.strip()
     seconds: float
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # RFC 9110 delta-seconds: ASCII digits only
         seconds = float(value)
     else:
         try:

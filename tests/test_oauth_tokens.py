@@ -306,6 +306,12 @@ def test_parse_retry_after_bounds() -> None:
     assert parse_retry_after(None, NOW) is None
 
 
+@pytest.mark.parametrize("value", ["²", "٣", "１２", "5²"])
+def test_parse_retry_after_refuses_non_ascii_digits(value: str) -> None:
+    # str.isdigit() accepts these; RFC 9110 delta-seconds are ASCII digits only.
+    assert parse_retry_after(value, NOW) is None
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
