@@ -1,4 +1,4 @@
-"""Server names to file names in the token directory, safely.
+"""Where the token directory is, and server names to file names in it, safely.
 
 A server name comes from user configuration and can be anything: ``../x``, an
 absolute path, NUL, ``CON``, 300 characters, two Unicode spellings of one
@@ -27,11 +27,26 @@ the directory.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import unicodedata
+from pathlib import Path
 from typing import Final
 
-__all__ = ["LOG_SUFFIX", "SLUG_MAX", "legacy_file_name", "log_file_stem"]
+__all__ = [
+    "DEFAULT_TOKEN_DIR",
+    "LOG_SUFFIX",
+    "SLUG_MAX",
+    "TOKEN_DIR_ENV",
+    "legacy_file_name",
+    "log_file_stem",
+    "token_directory",
+]
+
+#: Where tokens live unless ``$MCP_TETHER_TOKEN_DIR`` or the caller says otherwise.
+DEFAULT_TOKEN_DIR: Final = Path("~/.claude/mcp-tokens")
+#: Environment variable naming the token directory.
+TOKEN_DIR_ENV: Final = "MCP_TETHER_TOKEN_DIR"
 
 #: Longest readable part of a log file name.
 SLUG_MAX: Final = 40
@@ -41,6 +56,17 @@ _HASH_HEX: Final = 32
 _NOT_SLUG: Final = re.compile(r"[^a-z0-9_]+")
 #: Longest legacy file name (bytes) accepted; most file systems allow 255.
 _LEGACY_NAME_MAX: Final = 250
+
+
+def token_directory(token_dir: Path | None = None) -> Path:
+    """The token directory, absolute: the given one, else ``$MCP_TETHER_TOKEN_DIR``, else the default.
+
+    Reads the environment only; touches no file (the directory is created on the first write).
+    """
+    if token_dir is None:
+        configured = os.environ.get(TOKEN_DIR_ENV)
+        token_dir = Path(configured) if configured else DEFAULT_TOKEN_DIR
+    return Path(token_dir).expanduser().absolute()
 
 
 def log_file_stem(server: str) -> str:

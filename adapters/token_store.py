@@ -53,7 +53,14 @@ from typing import TYPE_CHECKING, Final
 
 import attrs
 
-from mcp_tether.adapters.filenames import LOG_SUFFIX, legacy_file_name, log_file_stem
+from mcp_tether.adapters.filenames import (
+    DEFAULT_TOKEN_DIR,
+    LOG_SUFFIX,
+    TOKEN_DIR_ENV,
+    legacy_file_name,
+    log_file_stem,
+    token_directory,
+)
 from mcp_tether.statemachine.logcodec import (
     DecodeError,
     LineError,
@@ -93,10 +100,6 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-#: Where tokens live unless ``$MCP_TETHER_TOKEN_DIR`` or the constructor says otherwise.
-DEFAULT_TOKEN_DIR: Final = Path("~/.claude/mcp-tokens")
-#: Environment variable naming the token directory.
-TOKEN_DIR_ENV: Final = "MCP_TETHER_TOKEN_DIR"
 #: A log larger than this after an append is compacted to one snapshot record.
 COMPACT_THRESHOLD_BYTES: Final = 256 * 1024
 #: Seconds a caller waits for another process's refresh or authorization.
@@ -817,10 +820,7 @@ class TokenStore:
     def __init__(
         self, token_dir: Path | None = None, *, compact_threshold: int = COMPACT_THRESHOLD_BYTES
     ) -> None:
-        if token_dir is None:
-            configured = os.environ.get(TOKEN_DIR_ENV)
-            token_dir = Path(configured) if configured else DEFAULT_TOKEN_DIR
-        self.token_dir: Final = Path(token_dir).expanduser().absolute()
+        self.token_dir: Final = token_directory(token_dir)
         self._compact_threshold = compact_threshold
         self._logs: dict[str, ServerLog] = {}
         self._mutex = threading.Lock()

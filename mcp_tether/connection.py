@@ -40,7 +40,7 @@ from mcp_tether.adapters.clock import Clock
 from mcp_tether.adapters.config import HttpServer, ServerConfig
 from mcp_tether.adapters.oauth_settings import OAuthSettings
 from mcp_tether.adapters.token_store import LockedLog, ServerLog, TokenLogError
-from mcp_tether.errors import AuthorizationRequired, ServerUnavailable, TetherError
+from mcp_tether.errors import AuthorizationRequired, ServerUnavailable, TetherError, describe
 from mcp_tether.statemachine.commands import (
     AppendLog,
     CloseSession,
@@ -86,7 +86,7 @@ if TYPE_CHECKING:  # the MCP and HTTP stacks load with the first session (mcp_te
     from mcp_tether.adapters.oauth import OAuthClient
     from mcp_tether.elicitation import ElicitationHandler
 
-__all__ = ["Connection", "SharedTransport", "TransitionRecord", "describe"]
+__all__ = ["Connection", "SharedTransport", "TransitionRecord"]
 
 _log = logging.getLogger("mcp_tether")
 
@@ -639,18 +639,6 @@ class Connection:
         finally:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
-
-
-def describe(error: BaseException) -> str:
-    """A one-line cause for an exception, unwrapping exception groups."""
-    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
-        error = error.exceptions[0]
-    if isinstance(error, BaseExceptionGroup):
-        return "; ".join(describe(inner) for inner in error.exceptions)
-    if isinstance(error, TetherError):
-        return str(error)
-    text = str(error) or type(error).__name__
-    return f"{type(error).__name__}: {text}" if type(error).__name__ not in text else text
 
 
 def _note(commands: list[Command]) -> str:

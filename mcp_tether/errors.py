@@ -11,6 +11,7 @@ __all__ = [
     "ServerUnavailable",
     "TetherError",
     "ToolCallError",
+    "describe",
 ]
 
 
@@ -75,3 +76,15 @@ class ToolCallError(TetherError):
         super().__init__(f"tool {tool!r} on {server!r} failed: {message}", server=server)
         self.tool = tool
         self.detail = message
+
+
+def describe(error: BaseException) -> str:
+    """A one-line cause for an exception, unwrapping exception groups."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    if isinstance(error, BaseExceptionGroup):
+        return "; ".join(describe(inner) for inner in error.exceptions)
+    if isinstance(error, TetherError):
+        return str(error)
+    text = str(error) or type(error).__name__
+    return f"{type(error).__name__}: {text}" if type(error).__name__ not in text else text

@@ -1,9 +1,17 @@
 """ServerPool: the executor-facing API.
 
 Config in, tool results out. One :class:`~mcp_tether.connection.Connection` per
-configured server, each driving its own state machine; lazy servers cost nothing
-until a call needs them, eager ones (``CONNECTED_SERVERS``) connect in parallel
-when the pool is entered. One failing server never affects the others.
+configured server, each driving its own state machine; eager servers
+(``CONNECTED_SERVERS``) connect in parallel when the pool is entered. One failing
+server never affects the others.
+
+Lazy servers cost nothing until something needs them: building the pool parses
+the configuration and nothing else. A server's connection (its state machine,
+token log and driver) is made the first time a call, ``connection()``,
+``login()`` or ``logout()`` names it, and the modules behind connections (the
+transition table, the token-log codec, the OAuth and browser adapters) are
+imported then, once. Until then ``state()`` answers from the configuration:
+``lazy``, or ``failed`` for an unusable entry (``problem()`` says why).
 """
 
 from __future__ import annotations
@@ -18,15 +26,16 @@ from typing import TYPE_CHECKING, Any
 
 from mcp_tether.adapters.clock import Clock, SystemClock
 from mcp_tether.adapters.config import PoolConfig, ServerConfig, load_config
-from mcp_tether.adapters.token_store import TokenLogError, TokenStore
-from mcp_tether.connection import Connection, SharedTransport, TransitionRecord, describe
-from mcp_tether.errors import ServerNotFound, ServerUnavailable, TetherError, ToolCallError
-from mcp_tether.statemachine.tokenlog import LoggedOut
+from mcp_tether.adapters.filenames import token_directory
+from mcp_tether.errors import ServerNotFound, ServerUnavailable, TetherError, ToolCallError, describe
+from mcp_tether.statemachine.states import State
 from mcp_tether.statemachine.tokens import DEFAULT_REFRESH_BUFFER
 
-if TYPE_CHECKING:  # loaded with the first session, not when the pool is built
+if TYPE_CHECKING:  # loaded with the first connection or session, not when the pool is built
     from mcp import types as mcp_types
 
+    from mcp_tether.adapters.token_store import TokenStore
+    from mcp_tether.connection import Connection, SharedTransport, TransitionRecord
     from mcp_tether.elicitation import ElicitationHandler
 
 __all__ = ["ServerPool"]
@@ -45,7 +54,8 @@ class ServerPool:
 
     Args:
         config: the parsed configuration.
-        store: the token directory.
+        token_dir: the token directory; None means ``$MCP_TETHER_TOKEN_DIR``,
+            else ``~/.claude/mcp-tokens``.
         interactive: False raises :class:`AuthorizationRequired` instead of opening a browser.
         refresh_buffer: seconds before expiry that tokens are refreshed.
         clock: the wall clock (tests and the demo pass one they can move).
@@ -61,7 +71,7 @@ class ServerPool:
     def __init__(
         self,
         config: PoolConfig,
-        store: TokenStore,
+        token_dir: Path | None = None,
         *,
         interactive: bool = True,
         refresh_buffer: float = DEFAULT_REFRESH_BUFFER,
@@ -73,21 +83,36 @@ class ServerPool:
         elicitation: ElicitationHandler | None = None,
     ) -> None:
         self.config = config
-        self.store = store
+        #: Where the token logs are (nothing is read or created until a server is used).
+        self.token_dir = token_directory(token_dir)
         self.interactive = interactive
         self._clock = clock or SystemClock()
-        self._transport = SharedTransport()
+        self._store: TokenStore | None = None
+        self._transport: SharedTransport | None = None
         self._refresh_buffer = refresh_buffer
         self._open_url = open_url
         self._authorization_timeout = authorization_timeout
         self._on_transition = on_transition
         self._on_url = on_url
         self._elicitation = elicitation
-        self._connections = {
-            name: self._new_connection(server, interactive=interactive) for name, server in config.servers.items()
-        }
+        #: The connections made so far (a server's first use makes its connection).
+        self._connections: dict[str, Connection] = {}
+        self._closed = False
+
+    @property
+    def store(self) -> TokenStore:
+        """The token directory's logs (the token-log modules load on first use)."""
+        if self._store is None:
+            from mcp_tether.adapters.token_store import TokenStore
+
+            self._store = TokenStore(self.token_dir)
+        return self._store
 
     def _new_connection(self, server: ServerConfig, *, interactive: bool) -> Connection:
+        from mcp_tether.connection import Connection, SharedTransport
+
+        if self._transport is None:
+            self._transport = SharedTransport()
         return Connection(
             server,
             log=self.store.log(server.name),
@@ -138,7 +163,7 @@ class ServerPool:
             _log.warning("CONNECTED_SERVERS names %r, which is not configured in %s", name, config.path)
         return cls(
             config,
-            TokenStore(Path(token_dir) if token_dir is not None else None),
+            Path(token_dir) if token_dir is not None else None,
             interactive=interactive,
             refresh_buffer=refresh_buffer,
             clock=clock,
@@ -150,13 +175,15 @@ class ServerPool:
         )
 
     def __repr__(self) -> str:
-        return f"<ServerPool {len(self._connections)} servers from {str(self.config.path)!r}>"
+        return f"<ServerPool {len(self.config.servers)} servers from {str(self.config.path)!r}>"
 
     # --- lifecycle -----------------------------------------------------------------
 
     async def __aenter__(self) -> ServerPool:
         """Connect the eager servers, in parallel; a failure is logged, not raised."""
-        eager = [self._connections[name] for name in sorted(self.config.eager)]
+        eager = [self._connection(name) for name in sorted(self.config.eager)]
+        if not eager:
+            return self
         results = await asyncio.gather(*(c.session() for c in eager), return_exceptions=True)
         for connection, result in zip(eager, results, strict=True):
             if isinstance(result, BaseException):
@@ -170,14 +197,16 @@ class ServerPool:
 
     async def aclose(self) -> None:
         """Close every session and timer, end stdio processes, release locks and sockets."""
+        self._closed = True
         await asyncio.gather(*(c.close() for c in self._connections.values()), return_exceptions=True)
-        await self._transport.aclose()
+        if self._transport is not None:
+            await self._transport.aclose()
 
     # --- the executor API ----------------------------------------------------------
 
     def servers(self) -> list[str]:
         """The configured server names, in configuration order."""
-        return list(self._connections)
+        return list(self.config.servers)
 
     def state(self, server: str) -> str:
         """The connection's current state (``lazy``, ``connected``, ...).
@@ -185,11 +214,21 @@ class ServerPool:
         Raises:
             ServerNotFound: no such server is configured.
         """
-        return self._connection(server).state.value
+        connection = self._connections.get(server)
+        if connection is not None:
+            state = connection.state
+        elif self._server(server).problem is not None:
+            state = State.CLOSED if self._closed else State.FAILED  # where its machine would start
+        else:
+            state = State.CLOSED if self._closed else State.LAZY
+        return str(state.value)
 
     def problem(self, server: str) -> str | None:
         """Why the server is failed or misconfigured, if it is."""
-        problem = self._connection(server).machine.problem
+        connection = self._connections.get(server)
+        if connection is None:
+            return self._server(server).problem
+        problem = connection.machine.problem
         return problem.message if problem is not None else None
 
     def connection(self, server: str) -> Connection:
@@ -251,6 +290,8 @@ class ServerPool:
 
     async def login(self, server: str) -> None:
         """Authorize now in the browser (even if tokens are stored), then connect."""
+        from mcp_tether.statemachine.tokenlog import LoggedOut
+
         connection = self._connection(server)
         replacement = self._new_connection(connection.config, interactive=True)
         await connection.close()
@@ -264,6 +305,9 @@ class ServerPool:
         Returns:
             True when the authorization server confirmed revocation.
         """
+        from mcp_tether.adapters.token_store import TokenLogError
+        from mcp_tether.statemachine.tokenlog import LoggedOut
+
         connection = self._connection(server)
         try:
             replay = await asyncio.to_thread(connection.log.read)
@@ -281,11 +325,21 @@ class ServerPool:
 
     # --- internals -------------------------------------------------------------------
 
-    def _connection(self, server: str) -> Connection:
+    def _server(self, server: str) -> ServerConfig:
         try:
-            return self._connections[server]
+            return self.config.servers[server]
         except KeyError:
-            raise ServerNotFound(server, list(self._connections)) from None
+            raise ServerNotFound(server, list(self.config.servers)) from None
+
+    def _connection(self, server: str) -> Connection:
+        """The server's connection, made on its first use."""
+        connection = self._connections.get(server)
+        if connection is None:
+            config = self._server(server)
+            if self._closed:
+                raise ServerUnavailable(server, cause=f"the pool holding {server!r} is closed")
+            connection = self._connections[server] = self._new_connection(config, interactive=self.interactive)
+        return connection
 
     async def _with_session(self, server: str, what: str, action: Callable[[Any], Any]) -> None:
         """Run ``action(session)``; a broken session is reconnected and the action retried once."""

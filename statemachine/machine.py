@@ -76,6 +76,7 @@ from mcp_tether.statemachine.events import (
     Unauthorized,
 )
 from mcp_tether.statemachine.failures import FailureClass
+from mcp_tether.statemachine.states import STATE_MEANING, State
 from mcp_tether.statemachine.tokenlog import (
     AuthorizationFailedEvent,
     AuthorizationStarted,
@@ -100,40 +101,6 @@ __all__ = [
     "callback_names",
 ]
 
-
-class State(enum.Enum):
-    """The states of one server's connection."""
-
-    LAZY = "lazy"
-    CONNECTING = "connecting"
-    VALID = "valid"
-    EXPIRING = "expiring"
-    REFRESHING = "refreshing"
-    BROWSER_AUTH = "browser_auth"
-    CONNECTED = "connected"
-    NEEDS_AUTH = "needs_auth"
-    FAILED = "failed"
-    CLOSED = "closed"
-
-
-#: What each state means; the specification is generated from this and the table.
-STATE_MEANING: dict[State, str] = {
-    State.LAZY: "Configured, nothing open, nothing loaded (or reset): costs nothing until a caller needs it.",
-    State.CONNECTING: "The token log is being read (first use, reconnect, or a 401 that another process may "
-    "already have answered).",
-    State.VALID: "A usable access token (or no OAuth at all) is in hand; the MCP session is being opened.",
-    State.EXPIRING: "The access token is inside its refresh window but still usable: a background refresh is in "
-    "flight or scheduled while requests keep using the token.",
-    State.REFRESHING: "No usable access token; a refresh is in flight or scheduled, and callers wait for it.",
-    State.BROWSER_AUTH: "Nothing a refresh can answer: an authorization (browser, or the client-credentials grant) "
-    "is in flight for a waiting caller.",
-    State.CONNECTED: "The session is up and the access token is usable; a timer is set for the refresh window.",
-    State.NEEDS_AUTH: "A person must authorize, but no caller was waiting (a background refresh was refused, or "
-    "an authorization was denied or timed out); the next call decides.",
-    State.FAILED: "Connecting failed, the session was lost, or the entry is misconfigured; callers get a clear "
-    "error until the retry time, then the next call reconnects.",
-    State.CLOSED: "The pool closed or the server was removed from the configuration (terminal).",
-}
 
 #: States in which requests may use the current token.
 SESSION_STATES = frozenset({State.VALID, State.CONNECTED, State.EXPIRING})

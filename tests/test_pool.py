@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -203,6 +204,83 @@ async def test_a_lazy_pool_of_a_hundred_servers_touches_nothing(tmp_path: Path) 
         assert all(pool.connection(name).counters["connects"] == 0 for name in pool.servers())
     assert not (tmp_path / "tokens").exists()
     assert browser.launches == 0
+
+
+#: Modules a pool of servers nobody used has no business loading.
+CONNECTION_MODULES = (
+    "mcp_tether.connection",
+    "mcp_tether.statemachine.machine",
+    "mcp_tether.statemachine.logcodec",
+    "mcp_tether.adapters.token_store",
+    "mcp_tether.adapters.oauth",
+    "mcp_tether.adapters.browser",
+    "mcp_tether.adapters.callback",
+    "transitions",
+    "filelock",
+    "mcp",
+    "httpx2",
+)
+
+LAZY_POOL_CHILD = """
+import asyncio, json, sys
+from mcp_tether import ServerPool
+
+async def main():
+    pool = ServerPool.from_config(sys.argv[1], sys.argv[2], connected_servers=[])
+    async with pool:
+        states = {name: pool.state(name) for name in pool.servers()}
+        problems = {name: pool.problem(name) for name in pool.servers()}
+        loaded = sorted(m for m in json.loads(sys.argv[3]) if m in sys.modules)
+    return {"states": states, "problems": problems, "loaded": loaded, "after": pool.state("s0")}
+
+print(json.dumps(asyncio.run(main())))
+"""
+
+
+def test_a_lazy_pool_loads_no_connection_machinery(tmp_path: Path) -> None:
+    servers: dict[str, dict[str, object]] = {
+        f"s{i}": {"type": "http", "url": f"http://127.0.0.1:9/mcp/{i}"} for i in range(100)
+    }
+    servers["bad"] = {"type": "http", "url": "not a url"}
+    config = write_config(tmp_path, servers)
+    completed = subprocess.run(
+        [sys.executable, "-c", LAZY_POOL_CHILD, str(config), str(tmp_path / "tokens"), json.dumps(CONNECTION_MODULES)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    seen = json.loads(completed.stdout)
+    assert seen["loaded"] == []
+    assert seen["states"] == {**{f"s{i}": "lazy" for i in range(100)}, "bad": "failed"}
+    assert seen["problems"]["s0"] is None
+    assert "'bad' is misconfigured" in seen["problems"]["bad"] and "`url`" in seen["problems"]["bad"]
+    assert seen["after"] == "closed"
+    assert not (tmp_path / "tokens").exists()
+
+
+async def test_a_server_never_used_answers_as_its_connection_would(tmp_path: Path) -> None:
+    """state() and problem() of an unused server agree with the connection its first use makes."""
+    config = write_config(
+        tmp_path,
+        {"bad": {"type": "http", "url": "not a url"}, "idle": {"type": "http", "url": "http://127.0.0.1:9/mcp"}},
+    )
+    pool = ServerPool.from_config(config, tmp_path / "tokens", connected_servers="")
+    async with pool:
+        before = (pool.state("bad"), pool.problem("bad"), pool.state("idle"), pool.problem("idle"))
+        with pytest.raises(ServerUnavailable) as failed:
+            await pool.list_tools("bad")
+        assert before == (pool.connection("bad").state.value, pool.problem("bad"), "lazy", None)
+        assert before[:2] == ("failed", failed.value.cause)
+        with pytest.raises(ServerNotFound) as missing:
+            pool.state("nope")
+        assert "bad" in str(missing.value) and "idle" in str(missing.value)
+    assert pool.state("idle") == pool.state("bad") == "closed"
+    with pytest.raises(ServerUnavailable, match=r"'idle'.*closed"):
+        await pool.call_tool("idle", "echo", {})
+    with pytest.raises(ServerUnavailable, match=r"'bad'.*closed"):
+        await pool.call_tool("bad", "echo", {})
 
 
 async def test_stdio_server_connects_on_first_use_and_is_stopped_on_close(tmp_path: Path) -> None:

@@ -174,6 +174,10 @@ class SimulatedResourceServer:
         check_audience: refuse tokens whose RFC 8707 resource is not this
             server's resource identifier.
         name: the MCP server name.
+        json_response: answer each POST with one JSON body when the result is
+            ready, instead of an SSE stream whose headers come at once (both
+            are streamable HTTP; a client that holds a lock until the response
+            headers behaves very differently under the two).
     """
 
     def __init__(
@@ -187,6 +191,7 @@ class SimulatedResourceServer:
         challenge_scope: str | None = None,
         check_audience: bool = True,
         name: str = "mcp-tether-simulated",
+        json_response: bool = False,
     ) -> None:
         self.authorization_server = authorization_server
         self.issuer = issuer
@@ -200,7 +205,7 @@ class SimulatedResourceServer:
         self._tool_calls: collections.Counter[str] = collections.Counter()
         self.mcp = build_tool_server(name, on_tool_call=self._count_tool)
         # Building the SDK's app creates its session manager; both endpoints share it.
-        self.mcp.streamable_http_app(streamable_http_path=MCP_PATH)
+        self.mcp.streamable_http_app(streamable_http_path=MCP_PATH, json_response=json_response)
         session_manager = self.mcp.session_manager
 
         @contextlib.asynccontextmanager

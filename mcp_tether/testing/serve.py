@@ -215,6 +215,8 @@ class LoopbackOAuthEnvironment:
             constructor knobs); a default one otherwise.
         required_scopes: scopes every request to the protected endpoint needs.
         challenge_scope: ``scope`` parameter of the resource server's 401 challenge.
+        json_response: the MCP endpoints answer with one JSON body per request
+            instead of an SSE stream (see :class:`SimulatedResourceServer`).
 
     Attributes:
         auth: the :class:`SimulatedAuthorizationServer` (knobs, counters, introspection).
@@ -233,6 +235,7 @@ class LoopbackOAuthEnvironment:
         *,
         required_scopes: tuple[str, ...] = (),
         challenge_scope: str | None = None,
+        json_response: bool = False,
     ) -> None:
         self.auth = auth if auth is not None else SimulatedAuthorizationServer()
         self._auth_server = LoopbackServer()
@@ -241,7 +244,11 @@ class LoopbackOAuthEnvironment:
         self.issuer = self.auth.issuer_for(self.auth_url)
         self.resource_url = self._resource_server.url
         self.resource = SimulatedResourceServer(
-            self.auth, issuer=self.issuer, required_scopes=required_scopes, challenge_scope=challenge_scope
+            self.auth,
+            issuer=self.issuer,
+            required_scopes=required_scopes,
+            challenge_scope=challenge_scope,
+            json_response=json_response,
         )
         self.mcp_url = SimulatedResourceServer.resource_for(self.resource_url)
         self.open_mcp_url = self.resource_url + OPEN_MCP_PATH
