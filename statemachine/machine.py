@@ -931,7 +931,23 @@ def _transitions_config(table: tuple[Row, ...]) -> list[dict[str, Any]]:
 #: Guard names that would clash with a data attribute of the same name.
 _GUARD_ALIASES = {"refresh_in_flight": "refresh_in_flight_"}
 #: The private transitions machine every ConnectionMachine's model is added to.
-_MACHINE = Machine(
+class _TableMachine(Machine):
+    """A ``transitions`` machine that binds nothing to a model but ``trigger``.
+
+    ``Machine.add_model`` otherwise binds a method per trigger, a ``may_``
+    method per trigger and an ``is_`` method per state to every model: about
+    fifty partials (some 15 KiB per connection) that nothing here calls; the
+    driver fires events only through ``model.trigger(name, event=...)``.
+    """
+
+    def _add_trigger_to_model(self, trigger: str, model: Any) -> None:
+        return None
+
+    def _add_model_to_state(self, state: Any, model: Any) -> None:
+        return None
+
+
+_MACHINE = _TableMachine(
     model=None,
     states=State,
     transitions=_transitions_config(TABLE),
