@@ -9,7 +9,11 @@ with, the ratio, and what the SDK's provider does in the same situation.
 Rows:
 
 1. 50 concurrent ``sleep(100)`` calls on one session: ServerPool (OAuth) against
-   a bare session on the open endpoint (no auth); the SDK provider (OAuth).
+   ServerPool on the open endpoint (no auth) and a bare session with a static
+   bearer header; the SDK provider (OAuth) against a bare open session. Twice:
+   with the server's SSE answers, and with one JSON body per answer (the SDK
+   server's ``json_response`` mode), where the response headers only come with
+   the result.
 2. Per-call latency (median, p99) of sequential ``echo`` calls: ServerPool
    against a bare session with a static bearer header (interleaved, same
    token); the SDK provider.
@@ -89,9 +93,9 @@ class RequestCounter:
 class CountedEnvironment:
     """A loopback OAuth environment whose two servers count the requests they receive."""
 
-    def __init__(self, auth: SimulatedAuthorizationServer | None = None) -> None:
+    def __init__(self, auth: SimulatedAuthorizationServer | None = None, *, json_response: bool = False) -> None:
         self.counts: collections.Counter[tuple[str, str, str]] = collections.Counter()
-        self.env = LoopbackOAuthEnvironment(auth)
+        self.env = LoopbackOAuthEnvironment(auth, json_response=json_response)
         self.env.auth.app = RequestCounter(self.env.auth.app, "AS", self.counts)  # type: ignore[assignment]
         self.env.resource.app = RequestCounter(self.env.resource.app, "RS", self.counts)  # type: ignore[assignment]
 
@@ -107,6 +111,56 @@ class CountedEnvironment:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.env.__aexit__(None, None, None)
+
+
+class ChildEnvironment:
+    """The loopback servers in a child process (``bench/pool.py --serve``).
+
+    The in-flight, latency and memory rows measure the client: with the servers
+    in this process their CPU time (the bearer gate, SSE framing) and their
+    allocations would count as the client's, and every request would contend
+    with them for one interpreter lock.
+    """
+
+    def __init__(self, *, json_response: bool = False) -> None:
+        self.json_response = json_response
+        self.mcp_url = ""
+        self.open_mcp_url = ""
+        self._process: asyncio.subprocess.Process | None = None
+
+    async def __aenter__(self) -> ChildEnvironment:
+        flags = ["--json-response"] if self.json_response else []
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--serve", *flags, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        assert self._process.stdout is not None
+        try:
+            line = await asyncio.wait_for(self._process.stdout.readline(), timeout=60)
+            urls = json.loads(line)
+        except (TimeoutError, ValueError):
+            await self.__aexit__()
+            raise RuntimeError("the servers' child process did not report its URLs within 60 s") from None
+        self.mcp_url, self.open_mcp_url = urls["mcp_url"], urls["open_mcp_url"]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        process = self._process
+        if process is None or process.returncode is not None:
+            return
+        assert process.stdin is not None
+        process.stdin.close()  # the child stops its servers when its stdin ends
+        try:
+            await asyncio.wait_for(process.wait(), timeout=15)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+def serve(json_response: bool) -> None:
+    """The child side of :class:`ChildEnvironment`: serve until stdin ends."""
+    with LoopbackOAuthEnvironment(json_response=json_response) as env:
+        print(json.dumps({"mcp_url": env.mcp_url, "open_mcp_url": env.open_mcp_url}), flush=True)
+        sys.stdin.read()
 
 
 class SdkClient:
@@ -232,9 +286,14 @@ def print_table(rows: list[Row]) -> None:
 
 
 async def concurrency(
-    counted: CountedEnvironment, pool: ServerPool, open_pool: ServerPool, sdk: SdkClient, repeats: int
+    env: ChildEnvironment,
+    pool: ServerPool,
+    open_pool: ServerPool,
+    sdk: SdkClient,
+    repeats: int,
+    *,
+    answers: str = "SSE",
 ) -> list[Row]:
-    env = counted.env
     calls = 50
 
     def fifty(call: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[Any]]:
@@ -266,7 +325,7 @@ async def concurrency(
     ratio = median["ours"] / median["open pool"]
     return [
         Row(
-            metric="50 in-flight sleep(100) on one session",
+            metric=f"50 in-flight sleep(100) on one session, {answers} answers",
             target="<= 1.10x no auth",
             ours=fmt_ms(median["ours"]),
             reference=f"{fmt_ms(median['open pool'])} (ServerPool, open endpoint)",
@@ -276,7 +335,7 @@ async def concurrency(
             ok=ratio <= 1.10,
         ),
         Row(
-            metric="  the same, client-side cost only",
+            metric=f"  {answers} answers, client-side cost only",
             target="",
             ours=fmt_ms(median["ours"]),
             reference=f"{fmt_ms(median['static'])} (bare session, static bearer)",
@@ -288,8 +347,7 @@ async def concurrency(
 # ----------------------------------------------------------------------------- 2. latency
 
 
-async def latency(counted: CountedEnvironment, pool: ServerPool, sdk: SdkClient, calls: int) -> list[Row]:
-    env = counted.env
+async def latency(env: ChildEnvironment, pool: ServerPool, sdk: SdkClient, calls: int) -> list[Row]:
     assert sdk.storage.tokens is not None
     headers = {"Authorization": f"Bearer {sdk.storage.tokens.access_token}"}
     ours: list[float] = []
@@ -537,6 +595,14 @@ async def main():
     return {"build": built - begin, "enter_exit": done - built, "servers": len(pool.servers())}
 result = asyncio.run(main())
 result.update({"import": imported - start, "total": time.perf_counter() - start})
+# What a lazy server's first use adds before any IO: its connection, and the
+# modules behind connections (state machine, token log, adapters), loaded once.
+pool = ServerPool.from_config(sys.argv[1], sys.argv[2], connected_servers=[])
+begin = time.perf_counter()
+pool.connection("server-000")
+first = time.perf_counter()
+pool.connection("server-001")
+result.update({"first_use": first - begin, "next_use": time.perf_counter() - first})
 print(json.dumps(result))
 """
 
@@ -595,13 +661,19 @@ async def lazy_pool(counted: CountedEnvironment, work: Path, repeats: int) -> tu
             target="",
             ours=fmt_ms(enter_exit),
         ),
+        Row(
+            metric="first use of a lazy server, before IO",
+            target="",
+            ours=fmt_ms(statistics.median(r["first_use"] for r in pooled)),
+            reference=f"then {fmt_ms(statistics.median(r['next_use'] for r in pooled))} per further server",
+        ),
     ]
     notes = [f"start-up medians over {repeats} child processes each"]
     return rows, notes
 
 
-async def memory_per_session(counted: CountedEnvironment, work: Path, sessions: int) -> list[Row]:
-    url = counted.env.open_mcp_url
+async def memory_per_session(env: ChildEnvironment, work: Path, sessions: int) -> list[Row]:
+    url = env.open_mcp_url
     config = write_config(work / "memory.json", {f"open-{i:02d}": url for i in range(sessions)})
 
     async def ours() -> int:
@@ -645,14 +717,35 @@ async def memory_per_session(counted: CountedEnvironment, work: Path, sessions: 
 # ----------------------------------------------------------------------------- main
 
 
+async def concurrency_json_answers(work: Path, repeats: int) -> list[Row]:
+    """Row 1 again against a server that answers each POST with one JSON body.
+
+    Both answer styles are streamable HTTP. With SSE the response headers come
+    at once and the tool result later on the stream; with JSON the headers come
+    with the result, so a client that holds a lock until the headers (the SDK's
+    provider) holds it for the whole tool call.
+    """
+    async with ChildEnvironment(json_response=True) as env:
+        sdk = SdkClient(env.mcp_url)
+        async with sdk.session() as session:
+            text_of(await session.call_tool("echo", {"text": "login"}))
+        config = write_config(work / "json.json", {SERVER: env.mcp_url})
+        open_config = write_config(work / "json-open.json", {SERVER: env.open_mcp_url})
+        async with (
+            new_pool(config, work / "tokens-json", HeadlessBrowser()) as pool,
+            new_pool(open_config, work / "tokens-json-open", HeadlessBrowser()) as open_pool,
+        ):
+            text_of(await pool.call_tool(SERVER, "echo", {"text": "login"}))
+            return await concurrency(env, pool, open_pool, sdk, repeats, answers="JSON")
+
+
 async def run(quick: bool) -> None:
     started = time.perf_counter()
     rows: list[Row] = []
     notes: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        async with CountedEnvironment() as counted:
-            env = counted.env
+        async with ChildEnvironment() as env:
             config = write_config(work / "main.json", {SERVER: env.mcp_url})
             sdk = SdkClient(env.mcp_url)
             async with sdk.session() as session:  # the SDK logs in once; later sessions reuse its storage
@@ -663,18 +756,22 @@ async def run(quick: bool) -> None:
                 new_pool(open_config, work / "tokens-open", HeadlessBrowser()) as open_pool,
             ):
                 text_of(await pool.call_tool(SERVER, "echo", {"text": "login"}))
-                rows += await concurrency(counted, pool, open_pool, sdk, repeats=3 if quick else 6)
-                rows += await latency(counted, pool, sdk, calls=300 if quick else 1000)
+                rows += await concurrency(env, pool, open_pool, sdk, repeats=3 if quick else 6)
+                rows += await latency(env, pool, sdk, calls=300 if quick else 1000)
+            rows += await memory_per_session(env, work, sessions=10 if quick else 20)
+        rows[2:2] = await concurrency_json_answers(work, repeats=1 if quick else 3)
+        async with CountedEnvironment() as counted:
             first_rows, first_notes = await requests_to_first_result(counted, work)
             rows += first_rows
             notes += first_notes
-            lazy_rows, lazy_notes = await lazy_pool(counted, work, repeats=2 if quick else 3)
+            lazy_rows, lazy_notes = await lazy_pool(counted, work, repeats=5 if quick else 11)
             rows += lazy_rows
             notes += lazy_notes
-            rows += await memory_per_session(counted, work, sessions=10 if quick else 20)
         churn_rows, churn_notes = await short_lived_tokens(8.0 if quick else 20.0, work)
         rows += churn_rows
         notes += churn_notes
+    notes.append("in-flight, latency and memory rows: the servers run in a child process; the other rows count "
+                 "requests at servers in this process")
     print_table(rows)
     for note in notes:
         print(f"  - {note}")
@@ -684,7 +781,12 @@ async def run(quick: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer calls and shorter runs (about 30 s)")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--json-response", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve:
+        serve(args.json_response)
+        return
     asyncio.run(run(args.quick))
 
 
