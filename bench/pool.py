@@ -293,7 +293,10 @@ async def concurrency(
     repeats: int,
     *,
     answers: str = "SSE",
+    sdk_repeats: int | None = None,
 ) -> list[Row]:
+    """50 concurrent calls per contender, ``repeats`` times in rotating order (the
+    SDK's provider only ``sdk_repeats`` times: serialised, it takes seconds)."""
     calls = 50
 
     def fifty(call: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[Any]]:
@@ -319,6 +322,8 @@ async def concurrency(
         for index in range(repeats):  # rotate the order, so no contender always goes first
             names = list(contenders)
             names = names[index % len(names) :] + names[: index % len(names)]
+            if sdk_repeats is not None and index >= sdk_repeats:
+                names.remove("sdk")
             for name in names:
                 samples[name].append(await timed(contenders[name]))
     median = {name: statistics.median(values) for name, values in samples.items()}
@@ -717,7 +722,7 @@ async def memory_per_session(env: ChildEnvironment, work: Path, sessions: int) -
 # ----------------------------------------------------------------------------- main
 
 
-async def concurrency_json_answers(work: Path, repeats: int) -> list[Row]:
+async def concurrency_json_answers(work: Path, repeats: int, sdk_repeats: int) -> list[Row]:
     """Row 1 again against a server that answers each POST with one JSON body.
 
     Both answer styles are streamable HTTP. With SSE the response headers come
@@ -736,7 +741,7 @@ async def concurrency_json_answers(work: Path, repeats: int) -> list[Row]:
             new_pool(open_config, work / "tokens-json-open", HeadlessBrowser()) as open_pool,
         ):
             text_of(await pool.call_tool(SERVER, "echo", {"text": "login"}))
-            return await concurrency(env, pool, open_pool, sdk, repeats, answers="JSON")
+            return await concurrency(env, pool, open_pool, sdk, repeats, answers="JSON", sdk_repeats=sdk_repeats)
 
 
 async def run(quick: bool) -> None:
@@ -756,10 +761,10 @@ async def run(quick: bool) -> None:
                 new_pool(open_config, work / "tokens-open", HeadlessBrowser()) as open_pool,
             ):
                 text_of(await pool.call_tool(SERVER, "echo", {"text": "login"}))
-                rows += await concurrency(env, pool, open_pool, sdk, repeats=3 if quick else 6)
+                rows += await concurrency(env, pool, open_pool, sdk, repeats=5 if quick else 11)
                 rows += await latency(env, pool, sdk, calls=300 if quick else 1000)
             rows += await memory_per_session(env, work, sessions=10 if quick else 20)
-        rows[2:2] = await concurrency_json_answers(work, repeats=1 if quick else 3)
+        rows[2:2] = await concurrency_json_answers(work, repeats=5 if quick else 11, sdk_repeats=1 if quick else 3)
         async with CountedEnvironment() as counted:
             first_rows, first_notes = await requests_to_first_result(counted, work)
             rows += first_rows
