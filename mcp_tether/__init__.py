@@ -9,6 +9,12 @@ Example::
 
     async with ServerPool.from_config() as pool:
         result = await pool.call_tool("notion", "search", {"query": "q"})
+
+or, over one default pool built from the configuration on first use::
+
+    from mcp_tether import call_mcp_tool
+
+    result = await call_mcp_tool("notion", "search", {"query": "q"})
 """
 
 from __future__ import annotations
@@ -27,6 +33,12 @@ __all__ = [
     "TetherError",
     "ToolCallError",
     "TransitionRecord",
+    "call_mcp_tool",
+    "close_default_pool",
+    "configure_default_pool",
+    "get_tool_schema",
+    "list_mcp_tools",
+    "use_pool",
 ]
 
 _WHERE = {
@@ -37,10 +49,29 @@ _WHERE = {
     "ServerUnavailable": "mcp_tether.errors",
     "TetherError": "mcp_tether.errors",
     "ToolCallError": "mcp_tether.errors",
+    **dict.fromkeys(
+        (
+            "call_mcp_tool",
+            "close_default_pool",
+            "configure_default_pool",
+            "get_tool_schema",
+            "list_mcp_tools",
+            "use_pool",
+        ),
+        "mcp_tether.default",
+    ),
 }
 
 if TYPE_CHECKING:
     from mcp_tether.connection import TransitionRecord
+    from mcp_tether.default import (
+        call_mcp_tool,
+        close_default_pool,
+        configure_default_pool,
+        get_tool_schema,
+        list_mcp_tools,
+        use_pool,
+    )
     from mcp_tether.errors import (
         AuthorizationRequired,
         ServerNotFound,
