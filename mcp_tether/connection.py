@@ -307,9 +307,14 @@ class Connection:
                     )
                 )
             case OpenSession():
-                if self._session_task is None or self._session_task.done():
+                previous = self._session_task
+                closing = self._session_closing
+                if previous is None or previous.done() or (closing is not None and closing.is_set()):
+                    # A runner still closing (a lost stdio process being reaped) finishes first.
                     self._session_closing = asyncio.Event()
-                    self._session_task = asyncio.create_task(self._run_session(self._session_closing))
+                    self._session_task = asyncio.create_task(
+                        self._run_session(self._session_closing, after=previous)
+                    )
             case CloseSession():
                 if self._session_closing is not None:
                     self._session_closing.set()
@@ -557,15 +562,19 @@ class Connection:
 
     # --- the MCP session ----------------------------------------------------------------
 
-    async def _run_session(self, closing: asyncio.Event) -> None:
+    async def _run_session(self, closing: asyncio.Event, *, after: asyncio.Task[None] | None = None) -> None:
+        if after is not None and not after.done():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(after), timeout=CONNECT_TIMEOUT)
         self.counters["connects"] += 1
         cause = "closed"
         from mcp_tether.session import open_session  # the MCP client stack loads with the first session
 
+        opened: ClientSession | None = None
         try:
             async with open_session(self) as session:
                 await asyncio.wait_for(session.initialize(), timeout=CONNECT_TIMEOUT + self._wait_timeout())
-                self._session = session
+                self._session = opened = session
                 await self.dispatch(SessionUp())
                 await closing.wait()
         except asyncio.CancelledError:
@@ -573,7 +582,8 @@ class Connection:
         except Exception as error:  # the transport's own errors arrive as exception groups
             cause = describe(self.auth_problem or error)
         finally:
-            self._session = None
+            if self._session is opened:  # never a later runner's session
+                self._session = None
         if not closing.is_set():
             await self.dispatch(SessionLost(cause=cause))
 

@@ -355,13 +355,37 @@ class ServerPool:
             except MCPError as error:
                 if connection.auth_problem is not None:
                     raise connection.auth_problem from None
-                raise ToolCallError(server, what, error.error.message) from None
+                if not await _transport_closed(error.error.code, session):
+                    raise ToolCallError(server, what, error.error.message) from None
+                cause = f"the connection to {server!r} closed ({error.error.message})"
             except (TetherError, asyncio.CancelledError):
                 raise
             except Exception as error:
                 if connection.auth_problem is not None:
                     raise connection.auth_problem from None
                 cause = describe(error)
-                await connection.session_failed(cause)
-                if attempt == 2:
-                    raise ServerUnavailable(server, cause=f"{server!r} failed during {what}: {cause}") from None
+            await connection.session_failed(cause)
+            if attempt == 2:
+                raise ServerUnavailable(server, cause=f"{server!r} failed during {what}: {cause}")
+
+
+#: Seconds a session has to answer a ping before it counts as lost.
+PING_TIMEOUT = 5.0
+
+
+async def _transport_closed(code: int, session: Any) -> bool:
+    """Whether an MCP error means the session's transport is gone.
+
+    The SDK answers requests on a dead transport (a stdio server that exited)
+    with ``CONNECTION_CLOSED``; a server may send the same code for its own
+    errors, so a session that still answers a ping is not lost.
+    """
+    from mcp.types import CONNECTION_CLOSED
+
+    if code != CONNECTION_CLOSED:
+        return False
+    try:
+        await asyncio.wait_for(session.send_ping(), timeout=PING_TIMEOUT)
+    except Exception:
+        return True
+    return False

@@ -446,15 +446,15 @@ TABLE: tuple[Row, ...] = (
         (S.CONNECTED, S.EXPIRING),
         S.FAILED,
         when="session_is_up",
-        do=("mark_session_down", "lose_session"),
+        do=("close_session", "lose_session"),
     ),
-    _row("session_lost", (S.VALID, S.EXPIRING), S.FAILED, do=("mark_session_down", "fail_connect")),
-    _row("session_lost", S.CONNECTED, S.FAILED, do=("mark_session_down", "lose_session")),
+    _row("session_lost", (S.VALID, S.EXPIRING), S.FAILED, do=("close_session", "fail_connect")),
+    _row("session_lost", S.CONNECTED, S.FAILED, do=("close_session", "lose_session")),
     _row(
         "session_lost",
         (S.CONNECTING, S.REFRESHING, S.BROWSER_AUTH, S.NEEDS_AUTH),
         None,
-        do="mark_session_down",
+        do="close_session",
     ),
     _row("session_lost", (S.LAZY, S.FAILED, S.CLOSED), None),
     # --- time passed ------------------------------------------------------------------
@@ -699,9 +699,6 @@ class _Model:
 
     def mark_session_up(self, data: EventData) -> None:
         self.has_session = True
-
-    def mark_session_down(self, data: EventData) -> None:
-        self.has_session = False
 
     def start_refresh(self, data: EventData) -> None:
         if self.refresh_in_flight:

@@ -1,0 +1,178 @@
+"""Lost sessions and closing, against real processes and loopback servers: a stdio server
+that dies is replaced on a later call; closing the pool leaves no process, socket or lock."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mcp_tether import ServerPool, TetherError
+from mcp_tether.testing.authserver import SimulatedAuthorizationServer
+from mcp_tether.testing.browser import HeadlessBrowser
+from mcp_tether.testing.serve import LoopbackOAuthEnvironment
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+
+STDIO = {"type": "stdio", "command": sys.executable, "args": ["-m", "mcp_tether.testing.stdio_server"]}
+
+
+def write_config(tmp_path: Path, servers: dict[str, dict[str, object]]) -> Path:
+    path = tmp_path / "claude.json"
+    path.write_text(json.dumps({"mcpServers": servers}), encoding="utf-8")
+    return path
+
+
+def stdio_children() -> set[int]:
+    """Live (not zombie) child processes of this process running the stdio test server."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        state, ppid = fields[0], int(fields[1])
+        if ppid == os.getpid() and state != "Z" and b"mcp_tether.testing.stdio_server" in cmdline:
+            found.add(int(entry.name))
+    return found
+
+
+def established_to(port: int) -> int:
+    """How many of this process's TCP sockets are connected to ``127.0.0.1:port``."""
+    inodes = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        remote, state, inode = fields[2], fields[3], fields[9]
+        if state == "01" and inode in inodes and int(remote.split(":")[1], 16) == port:
+            count += 1
+    return count
+
+
+def lock_is_free(lock_path: Path) -> bool:
+    """Whether another process can take the token-log lock at once."""
+    code = "import filelock, sys; filelock.FileLock(sys.argv[1]).acquire(timeout=0); print('free')"
+    completed = subprocess.run(
+        [sys.executable, "-c", code, str(lock_path)], capture_output=True, text=True, timeout=30, check=False
+    )
+    return completed.stdout.strip() == "free"
+
+
+async def test_a_dead_stdio_server_is_replaced_on_a_later_call(tmp_path: Path) -> None:
+    config = write_config(tmp_path, {"local": STDIO})
+    async with ServerPool.from_config(config, tmp_path / "tokens", connected_servers="") as pool:
+        await pool.call_tool("local", "echo", {"text": "first"})
+        (first,) = stdio_children()
+        os.kill(first, signal.SIGKILL)
+        # The call finds the transport closed, reports the lost session, reconnects and retries once.
+        result = await asyncio.wait_for(pool.call_tool("local", "echo", {"text": "again"}), timeout=30)
+        assert result.content[0].text == "again"  # type: ignore[union-attr]
+        (second,) = stdio_children()
+        assert second != first
+        assert pool.connection("local").counters["connects"] == 2
+    assert stdio_children() == set()
+
+
+async def test_closing_the_pool_leaves_no_process_socket_or_lock(tmp_path: Path) -> None:
+    with LoopbackOAuthEnvironment(SimulatedAuthorizationServer(access_token_lifetime=3600.0)) as env:
+        config = write_config(
+            tmp_path,
+            {"notion": {"type": "http", "url": env.mcp_url}, "open": {"type": "http", "url": env.open_mcp_url},
+             "local": STDIO},
+        )
+        port = int(env.resource_url.rsplit(":", 1)[1].split("/")[0])
+        pool = ServerPool.from_config(config, tmp_path / "tokens", connected_servers="", open_url=HeadlessBrowser())
+        async with pool:
+            await asyncio.gather(
+                *(pool.call_tool(name, "echo", {"text": name}) for name in ("notion", "open", "local"))
+            )
+            assert {pool.state(name) for name in pool.servers()} == {"connected"}
+            assert len(stdio_children()) == 1
+            assert established_to(port) >= 2
+            lock = pool.store.log("notion")._lock_path
+        assert {pool.state(name) for name in pool.servers()} == {"closed"}
+        assert stdio_children() == set()
+        for _ in range(50):  # the server side may take a moment to see the close; our side is immediate
+            if established_to(port) == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert established_to(port) == 0
+        assert lock_is_free(lock)
+
+
+async def test_closing_during_a_browser_authorization_ends_it_and_frees_the_lock(tmp_path: Path) -> None:
+    """A person who never comes back does not keep the pool, its caller or the lock waiting."""
+    with LoopbackOAuthEnvironment() as env:
+        config = write_config(tmp_path, {"notion": {"type": "http", "url": env.mcp_url}})
+        opened: list[str] = []
+
+        def absent_person(url: str) -> bool:
+            opened.append(url)
+            return True  # a browser opened; nobody ever approves
+
+        pool = ServerPool.from_config(config, tmp_path / "tokens", connected_servers="", open_url=absent_person)
+        async with pool:
+            call = asyncio.create_task(pool.call_tool("notion", "echo", {"text": "x"}))
+            for _ in range(500):  # at most 10 s
+                if opened:
+                    break
+                await asyncio.sleep(0.02)
+            assert opened and pool.state("notion") == "browser_auth"
+            lock = pool.store.log("notion")._lock_path
+            assert not lock_is_free(lock)  # held across the authorization
+            started = time.monotonic()
+        with pytest.raises(TetherError) as ended:
+            await asyncio.wait_for(call, timeout=10)
+        assert time.monotonic() - started < 10
+        assert "notion" in str(ended.value)
+        assert pool.state("notion") == "closed"
+        assert lock_is_free(lock)
+        assert env.auth.counters().token == 0
+
+
+class FakeSession:
+    def __init__(self, *, answers: bool) -> None:
+        self.answers = answers
+        self.pings = 0
+
+    async def send_ping(self) -> object:
+        self.pings += 1
+        if not self.answers:
+            raise RuntimeError("Connection closed")
+        return object()
+
+
+@pytest.mark.parametrize(
+    ("code", "answers", "closed", "pings"),
+    [
+        (-32000, False, True, 1),  # the SDK's CONNECTION_CLOSED, and the session is gone
+        (-32000, True, False, 1),  # the same code as the server's own error: the session still answers
+        (-32602, False, False, 0),  # any other error is the server's answer; no ping
+    ],
+)
+async def test_only_a_closed_connection_counts_as_a_lost_session(
+    code: int, answers: bool, closed: bool, pings: int
+) -> None:
+    from mcp_tether.pool import _transport_closed
+
+    session = FakeSession(answers=answers)
+    assert await _transport_closed(code, session) is closed
+    assert session.pings == pings
