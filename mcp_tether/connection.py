@@ -196,6 +196,8 @@ class Connection:
         self._held: LockedLog | None = None
         self._www_authenticate: str | None = None
         self.auth_problem: TetherError | None = None
+        #: The server answered 404 to this session's ID (it restarted or expired the session).
+        self.session_gone = False
         self.counters: dict[str, int] = {"refreshes": 0, "authorizations": 0, "browser_launches": 0, "connects": 0}
 
     def __repr__(self) -> str:
@@ -575,6 +577,7 @@ class Connection:
             async with open_session(self) as session:
                 await asyncio.wait_for(session.initialize(), timeout=CONNECT_TIMEOUT + self._wait_timeout())
                 self._session = opened = session
+                self.session_gone = False
                 await self.dispatch(SessionUp())
                 await closing.wait()
         except asyncio.CancelledError:

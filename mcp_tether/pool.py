@@ -355,9 +355,10 @@ class ServerPool:
             except MCPError as error:
                 if connection.auth_problem is not None:
                     raise connection.auth_problem from None
-                if not await _transport_closed(error.error.code, session):
+                lost = await _lost_session(connection, error.error.code, session)
+                if lost is None:
                     raise ToolCallError(server, what, error.error.message) from None
-                cause = f"the connection to {server!r} closed ({error.error.message})"
+                cause = f"{lost} ({error.error.message})"
             except (TetherError, asyncio.CancelledError):
                 raise
             except Exception as error:
@@ -373,19 +374,23 @@ class ServerPool:
 PING_TIMEOUT = 5.0
 
 
-async def _transport_closed(code: int, session: Any) -> bool:
-    """Whether an MCP error means the session's transport is gone.
+async def _lost_session(connection: Connection, code: int, session: Any) -> str | None:
+    """Why an MCP error means the session itself is lost, or None when it is the server's answer.
 
-    The SDK answers requests on a dead transport (a stdio server that exited)
-    with ``CONNECTION_CLOSED``; a server may send the same code for its own
-    errors, so a session that still answers a ping is not lost.
+    Two ways: the server answered 404 to the session's ID (it restarted or expired
+    the session; the MCP transport spec says to start a new one), or the SDK
+    answered ``CONNECTION_CLOSED`` because the transport is gone (a stdio server
+    that exited). A server may send that code for its own errors too, so a
+    session that still answers a ping is not lost.
     """
     from mcp.types import CONNECTION_CLOSED
 
+    if connection.session_gone:
+        return f"the server no longer knows the session with {connection.name!r} (HTTP 404)"
     if code != CONNECTION_CLOSED:
-        return False
+        return None
     try:
         await asyncio.wait_for(session.send_ping(), timeout=PING_TIMEOUT)
     except Exception:
-        return True
-    return False
+        return f"the connection to {connection.name!r} closed"
+    return None

@@ -122,6 +122,8 @@ class TetherAuth(httpx2.Auth):
             response = yield request
         if response.status_code < 400:
             await connection.accepted()
+        elif response.status_code == 404 and request.headers.get("mcp-session-id"):
+            connection.session_gone = True  # the server forgot the session (restarted): start a new one
 
 
 def _authorize(request: httpx2.Request, token: str | None) -> None:

@@ -160,19 +160,47 @@ class FakeSession:
         return object()
 
 
+class FakeConnection:
+    name = "local"
+
+    def __init__(self, *, gone: bool) -> None:
+        self.session_gone = gone
+
+
 @pytest.mark.parametrize(
-    ("code", "answers", "closed", "pings"),
+    ("code", "gone", "answers", "lost", "pings"),
     [
-        (-32000, False, True, 1),  # the SDK's CONNECTION_CLOSED, and the session is gone
-        (-32000, True, False, 1),  # the same code as the server's own error: the session still answers
-        (-32602, False, False, 0),  # any other error is the server's answer; no ping
+        (-32000, False, False, "connection to 'local' closed", 1),  # the SDK's CONNECTION_CLOSED, session gone
+        (-32000, False, True, None, 1),  # the same code as the server's own error: the session still answers
+        (-32602, False, False, None, 0),  # any other error is the server's answer; no ping
+        (-32600, True, True, "no longer knows the session", 0),  # the server answered 404 to the session ID
     ],
 )
-async def test_only_a_closed_connection_counts_as_a_lost_session(
-    code: int, answers: bool, closed: bool, pings: int
+async def test_only_a_closed_or_forgotten_session_counts_as_lost(
+    code: int, gone: bool, answers: bool, lost: str | None, pings: int
 ) -> None:
-    from mcp_tether.pool import _transport_closed
+    from mcp_tether.pool import _lost_session
 
     session = FakeSession(answers=answers)
-    assert await _transport_closed(code, session) is closed
+    cause = await _lost_session(FakeConnection(gone=gone), code, session)  # type: ignore[arg-type]
+    assert (cause is None) is (lost is None)
+    assert lost is None or (cause is not None and lost in cause)
     assert session.pings == pings
+
+
+async def test_a_restarted_http_server_gets_a_new_session_on_the_next_call(tmp_path: Path) -> None:
+    """The server forgets every session (404 for their IDs); the next call opens a new one."""
+    with LoopbackOAuthEnvironment(SimulatedAuthorizationServer(access_token_lifetime=3600.0)) as env:
+        servers = {"notion": {"type": "http", "url": env.mcp_url}, "open": {"type": "http", "url": env.open_mcp_url}}
+        config = write_config(tmp_path, servers)
+        browser = HeadlessBrowser()
+        async with ServerPool.from_config(config, tmp_path / "tokens", connected_servers="", open_url=browser) as pool:
+            for name in ("notion", "open"):
+                assert (await pool.call_tool(name, "echo", {"text": "before"})).content[0].text == "before"  # type: ignore[union-attr]
+            assert env.resource.forget_sessions() == 2
+            for name in ("notion", "open"):
+                result = await asyncio.wait_for(pool.call_tool(name, "echo", {"text": "after"}), timeout=30)
+                assert result.content[0].text == "after"  # type: ignore[union-attr]
+                assert pool.connection(name).counters["connects"] == 2
+                assert pool.state(name) == "connected"
+            assert browser.launches == 1  # the tokens were never in question

@@ -38,6 +38,7 @@ from mcp.server.auth.provider import AccessToken
 from mcp.server.mcpserver import MCPServer
 from starlette.applications import Starlette
 from starlette.authentication import AuthCredentials
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -213,7 +214,9 @@ class SimulatedResourceServer:
             async with session_manager.run():
                 yield
 
-        transport = session_manager.handle_request
+        self._known_sessions: set[str] = set()
+        self._forgotten_sessions: set[str] = set()
+        transport = _SessionGate(self, session_manager.handle_request)
         self.app = Starlette(
             routes=[
                 Route(MCP_PATH, endpoint=_BearerGate(self, AuthContextMiddleware(transport))),
@@ -245,6 +248,29 @@ class SimulatedResourceServer:
         """The RFC 9728 metadata URL named in 401 challenges when served at ``base_url``."""
         return base_url.rstrip("/") + _PRM_PATH + MCP_PATH
 
+    def forget_sessions(self) -> int:
+        """Forget every MCP session, as a restarted server would.
+
+        From now on a request naming one of them is answered 404 with the
+        JSON-RPC error the SDK's server sends for an unknown session; a client
+        must initialize a new session (sessions opened later are unaffected).
+
+        Returns:
+            How many sessions were forgotten.
+        """
+        with self._lock:
+            forgotten = self._known_sessions - self._forgotten_sessions
+            self._forgotten_sessions |= forgotten
+            return len(forgotten)
+
+    def _session_seen(self, session_id: str) -> None:
+        with self._lock:
+            self._known_sessions.add(session_id)
+
+    def _session_forgotten(self, session_id: str) -> bool:
+        with self._lock:
+            return session_id in self._forgotten_sessions
+
     def _count(self, name: str) -> None:
         with self._lock:
             self._counts[name] += 1
@@ -262,6 +288,31 @@ class SimulatedResourceServer:
         if self.scopes_supported is not None:
             document["scopes_supported"] = list(self.scopes_supported)
         return JSONResponse(document)
+
+
+class _SessionGate:
+    """In front of the SDK's transport: learns session IDs, and answers forgotten ones 404."""
+
+    def __init__(self, owner: SimulatedResourceServer, app: ASGIApp) -> None:
+        self._owner = owner
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        owner = self._owner
+        session_id = Headers(scope=scope).get("mcp-session-id")
+        if session_id is not None and owner._session_forgotten(session_id):
+            error = {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "Session not found"}}
+            await JSONResponse(error, status_code=404)(scope, receive, send)
+            return
+
+        async def learning(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                assigned = Headers(raw=message.get("headers", [])).get("mcp-session-id")
+                if assigned is not None:
+                    owner._session_seen(assigned)
+            await send(message)
+
+        await self._app(scope, receive, learning)
 
 
 class _Counted:
