@@ -144,6 +144,7 @@ class Connection:
         refresh_buffer: seconds before expiry that tokens are refreshed.
         open_url: opens a validated authorization URL; returns whether a browser launched.
         authorization_timeout: seconds a person has to complete a browser authorization.
+        call_timeout: seconds each request on the session may take (None: no limit of its own).
         on_transition: told about every handled event.
         on_url: told the authorization URL before it is opened.
         elicitation: answers the server's ``elicitation/create`` requests; None
@@ -161,6 +162,7 @@ class Connection:
         refresh_buffer: float = DEFAULT_REFRESH_BUFFER,
         open_url: Callable[[str], bool] | None = None,
         authorization_timeout: float = 300.0,
+        call_timeout: float | None = 300.0,
         on_transition: Callable[[TransitionRecord], None] | None = None,
         on_url: Callable[[str], None] | None = None,
         elicitation: ElicitationHandler | None = None,
@@ -173,6 +175,7 @@ class Connection:
         self.refresh_buffer = refresh_buffer
         self.open_url = open_url or open_in_browser
         self.authorization_timeout = authorization_timeout
+        self.call_timeout = call_timeout
         self.on_transition = on_transition
         self.on_url = on_url
         self.elicitation = elicitation

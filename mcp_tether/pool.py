@@ -61,6 +61,9 @@ class ServerPool:
         clock: the wall clock (tests and the demo pass one they can move).
         open_url: opens a validated authorization URL (default: the ``webbrowser`` module).
         authorization_timeout: seconds a person has to complete a browser authorization.
+        call_timeout: seconds a request to a server (a tool call, a tool list) may take
+            before it fails with :class:`ToolCallError`; None waits as long as the
+            transport allows.
         on_transition: told about every state-machine step, for live timelines.
         on_url: told each authorization URL before it is opened.
         elicitation: answers servers' ``elicitation/create`` requests (e.g.
@@ -78,6 +81,7 @@ class ServerPool:
         clock: Clock | None = None,
         open_url: Callable[[str], bool] | None = None,
         authorization_timeout: float = 300.0,
+        call_timeout: float | None = 300.0,
         on_transition: Callable[[TransitionRecord], None] | None = None,
         on_url: Callable[[str], None] | None = None,
         elicitation: ElicitationHandler | None = None,
@@ -92,6 +96,7 @@ class ServerPool:
         self._refresh_buffer = refresh_buffer
         self._open_url = open_url
         self._authorization_timeout = authorization_timeout
+        self.call_timeout = call_timeout
         self._on_transition = on_transition
         self._on_url = on_url
         self._elicitation = elicitation
@@ -122,6 +127,7 @@ class ServerPool:
             refresh_buffer=self._refresh_buffer,
             open_url=self._open_url,
             authorization_timeout=self._authorization_timeout,
+            call_timeout=self.call_timeout,
             on_transition=self._on_transition,
             on_url=self._on_url,
             elicitation=self._elicitation,
@@ -139,6 +145,7 @@ class ServerPool:
         clock: Clock | None = None,
         open_url: Callable[[str], bool] | None = None,
         authorization_timeout: float = 300.0,
+        call_timeout: float | None = 300.0,
         on_transition: Callable[[TransitionRecord], None] | None = None,
         on_url: Callable[[str], None] | None = None,
         elicitation: ElicitationHandler | None = None,
@@ -151,7 +158,7 @@ class ServerPool:
             connected_servers: servers to connect on entry; default ``$CONNECTED_SERVERS`` (comma-separated).
             interactive: False raises :class:`AuthorizationRequired` instead of opening a browser.
             refresh_buffer: seconds before expiry that tokens are refreshed.
-            clock, open_url, authorization_timeout, on_transition, on_url, elicitation: see the class.
+            clock, open_url, authorization_timeout, call_timeout, on_transition, on_url, elicitation: see the class.
 
         Raises:
             ConfigError: the file is missing, unreadable or malformed (the message names it).
@@ -169,6 +176,7 @@ class ServerPool:
             clock=clock,
             open_url=open_url,
             authorization_timeout=authorization_timeout,
+            call_timeout=call_timeout,
             on_transition=on_transition,
             on_url=on_url,
             elicitation=elicitation,
@@ -277,6 +285,9 @@ class ServerPool:
     ) -> mcp_types.CallToolResult:
         """Call a tool; returns the server's result (``is_error`` set when the tool reported failure).
 
+        The pool's ``call_timeout`` bounds the wait for the result; ``asyncio.timeout``
+        around the call sets a shorter one.
+
         Raises:
             ServerNotFound, AuthorizationRequired, ServerUnavailable, ToolCallError.
         """
@@ -344,7 +355,9 @@ class ServerPool:
     async def _with_session(self, server: str, what: str, action: Callable[[Any], Any]) -> None:
         """Run ``action(session)``; a broken session is reconnected and the action retried once."""
         connection = self._connection(server)
-        from mcp.shared.exceptions import MCPError  # loaded once a session exists; not at pool start
+        # Loaded once a session exists; not at pool start.
+        from mcp.shared.exceptions import MCPError
+        from mcp.types import REQUEST_TIMEOUT
 
         for attempt in (1, 2):
             connection.auth_problem = None
@@ -355,6 +368,13 @@ class ServerPool:
             except MCPError as error:
                 if connection.auth_problem is not None:
                     raise connection.auth_problem from None
+                if error.error.code == REQUEST_TIMEOUT and self.call_timeout is not None:
+                    raise ToolCallError(
+                        server,
+                        what,
+                        f"no answer within {self.call_timeout:g} s (the server may still be working on it); "
+                        "a larger call_timeout gives it more time",
+                    ) from None
                 lost = await _lost_session(connection, error.error.code, session)
                 if lost is None:
                     raise ToolCallError(server, what, error.error.message) from None

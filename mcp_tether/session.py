@@ -49,7 +49,12 @@ async def open_session(connection: Connection) -> AsyncIterator[ClientSession]:
     """Open the server's transport and an (uninitialized) MCP session over it."""
     async with (
         _streams(connection) as (read, write),
-        ClientSession(read, write, elicitation_callback=_elicitation_callback(connection)) as session,
+        ClientSession(
+            read,
+            write,
+            read_timeout_seconds=connection.call_timeout,
+            elicitation_callback=_elicitation_callback(connection),
+        ) as session,
     ):
         yield session
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mcp_tether import ServerPool, TetherError
+from mcp_tether import ServerPool, TetherError, ToolCallError
 from mcp_tether.testing.authserver import SimulatedAuthorizationServer
 from mcp_tether.testing.browser import HeadlessBrowser
 from mcp_tether.testing.serve import LoopbackOAuthEnvironment
@@ -204,3 +204,17 @@ async def test_a_restarted_http_server_gets_a_new_session_on_the_next_call(tmp_p
                 assert pool.connection(name).counters["connects"] == 2
                 assert pool.state(name) == "connected"
             assert browser.launches == 1  # the tokens were never in question
+
+
+async def test_a_call_that_takes_too_long_fails_alone(tmp_path: Path) -> None:
+    config = write_config(tmp_path, {"local": STDIO})
+    async with ServerPool.from_config(config, tmp_path / "tokens", connected_servers="", call_timeout=1.0) as pool:
+        await pool.call_tool("local", "echo", {"text": "up"})
+        started = time.monotonic()
+        with pytest.raises(ToolCallError, match=r"no answer within 1 s") as slow:
+            await pool.call_tool("local", "sleep", {"ms": 10_000})
+        assert time.monotonic() - started < 5
+        assert (slow.value.server, slow.value.tool) == ("local", "sleep")
+        result = await pool.call_tool("local", "echo", {"text": "still here"})  # the session is unharmed
+        assert result.content[0].text == "still here"  # type: ignore[union-attr]
+        assert pool.connection("local").counters["connects"] == 1
