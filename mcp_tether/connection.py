@@ -253,7 +253,9 @@ class Connection:
         tasks = [t for t in (*self._tasks, self._session_task, self._timer) if t is not None and not t.done()]
         if self._session_closing is not None:
             self._session_closing.set()
-        if self._session_task is not None:
+        if self._session_task is not None and self._session is not None:
+            # An open session ends politely (stdio: the process exits; HTTP: the session is deleted);
+            # one still opening (a server that does not answer) is cancelled at once.
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(self._session_task), timeout=5.0)
         for task in tasks:

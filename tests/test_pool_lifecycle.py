@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -95,8 +96,11 @@ async def test_closing_the_pool_leaves_no_process_socket_or_lock(tmp_path: Path)
     with LoopbackOAuthEnvironment(SimulatedAuthorizationServer(access_token_lifetime=3600.0)) as env:
         config = write_config(
             tmp_path,
-            {"notion": {"type": "http", "url": env.mcp_url}, "open": {"type": "http", "url": env.open_mcp_url},
-             "local": STDIO},
+            {
+                "notion": {"type": "http", "url": env.mcp_url},
+                "open": {"type": "http", "url": env.open_mcp_url},
+                "local": STDIO,
+            },
         )
         port = int(env.resource_url.rsplit(":", 1)[1].split("/")[0])
         pool = ServerPool.from_config(config, tmp_path / "tokens", connected_servers="", open_url=HeadlessBrowser())
@@ -218,3 +222,35 @@ async def test_a_call_that_takes_too_long_fails_alone(tmp_path: Path) -> None:
         result = await pool.call_tool("local", "echo", {"text": "still here"})  # the session is unharmed
         assert result.content[0].text == "still here"  # type: ignore[union-attr]
         assert pool.connection("local").counters["connects"] == 1
+
+
+async def test_a_hanging_server_neither_blocks_nor_fails_the_others(tmp_path: Path) -> None:
+    """A server that accepts connections and never answers: the others' calls go on; closing ends the wait."""
+    with socket.create_server(("127.0.0.1", 0), backlog=16) as silent:
+        port = silent.getsockname()[1]
+        config = write_config(
+            tmp_path,
+            {
+                "silent": {"type": "http", "url": f"http://127.0.0.1:{port}/mcp"},
+                "local": STDIO,
+                "broken": {"type": "http", "url": "not a url"},
+            },
+        )
+        pool = ServerPool.from_config(config, tmp_path / "tokens", connected_servers="")
+        async with pool:
+            stuck = asyncio.create_task(pool.call_tool("silent", "echo", {"text": "x"}))
+            await asyncio.sleep(0.2)
+            started = time.monotonic()
+            for i in range(5):
+                result = await pool.call_tool("local", "echo", {"text": str(i)})
+                assert result.content[0].text == str(i)  # type: ignore[union-attr]
+            with pytest.raises(TetherError, match="broken"):
+                await pool.call_tool("broken", "echo", {})
+            assert time.monotonic() - started < 10
+            assert not stuck.done() and pool.state("silent") == "valid"  # still waiting for its session
+            closing = time.monotonic()
+        assert time.monotonic() - closing < 4  # a session still opening is cancelled, not waited for
+        with pytest.raises(TetherError) as ended:
+            await asyncio.wait_for(stuck, timeout=10)
+        assert "silent" in str(ended.value)
+        assert stdio_children() == set()
