@@ -240,7 +240,7 @@ class ServerPool:
         return problem.message if problem is not None else None
 
     def connection(self, server: str) -> Connection:
-        """The server's connection driver (for counters and diagnostics)."""
+        """The server's connection driver (for counters and diagnostics), made now if it was never used."""
         return self._connection(server)
 
     async def list_tools(self, server: str) -> list[mcp_types.Tool]:
