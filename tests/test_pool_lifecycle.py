@@ -254,3 +254,21 @@ async def test_a_hanging_server_neither_blocks_nor_fails_the_others(tmp_path: Pa
             await asyncio.wait_for(stuck, timeout=10)
         assert "silent" in str(ended.value)
         assert stdio_children() == set()
+
+
+async def test_the_older_sse_transport_serves_tools_and_closes(tmp_path: Path) -> None:
+    with LoopbackOAuthEnvironment() as env:
+        config = write_config(tmp_path, {"legacy": {"type": "sse", "url": env.sse_url}})
+        port = int(env.resource_url.rsplit(":", 1)[1].split("/")[0])
+        async with ServerPool.from_config(config, tmp_path / "tokens", connected_servers="") as pool:
+            assert "echo" in {tool.name for tool in await pool.list_tools("legacy")}
+            results = await asyncio.gather(*(pool.call_tool("legacy", "add", {"a": i, "b": 1}) for i in range(10)))
+            assert [float(r.content[0].text) for r in results] == [i + 1.0 for i in range(10)]  # type: ignore[union-attr]
+            assert pool.state("legacy") == "connected"
+            assert pool.connection("legacy").counters["connects"] == 1
+        assert pool.state("legacy") == "closed"
+        for _ in range(50):
+            if established_to(port) == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert established_to(port) == 0

@@ -11,7 +11,9 @@ endpoints of one Starlette app:
   401 with ``WWW-Authenticate: Bearer resource_metadata="..."`` (RFC 9728), or
   403 ``insufficient_scope`` when the token lacks a required scope;
 * ``/open/mcp``, unprotected, the same tools, so benchmarks can compare the
-  cost of authorization on identical work.
+  cost of authorization on identical work;
+* ``/legacy/sse`` (with ``/legacy/messages/``), unprotected, the same tools over
+  the older HTTP+SSE transport (``"type": "sse"`` entries).
 
 RFC 9728 protected resource metadata naming the authorization server is at
 ``/.well-known/oauth-protected-resource/mcp`` (and at the root well-known path).
@@ -41,12 +43,13 @@ from starlette.authentication import AuthCredentials
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_tether.testing.authserver import SimulatedAuthorizationServer, TokenInfo
 
 __all__ = [
+    "LEGACY_SSE_PATH",
     "MAX_SLEEP_MS",
     "MCP_PATH",
     "OPEN_MCP_PATH",
@@ -59,6 +62,8 @@ __all__ = [
 MCP_PATH = "/mcp"
 #: Path of the unprotected MCP endpoint serving the same tools.
 OPEN_MCP_PATH = "/open/mcp"
+#: Path of the unprotected endpoint of the HTTP+SSE transport (messages go to ``/legacy/messages/``).
+LEGACY_SSE_PATH = "/legacy/sse"
 #: Longest ``sleep`` the tool accepts, in milliseconds.
 MAX_SLEEP_MS = 60_000
 
@@ -221,6 +226,7 @@ class SimulatedResourceServer:
             routes=[
                 Route(MCP_PATH, endpoint=_BearerGate(self, AuthContextMiddleware(transport))),
                 Route(OPEN_MCP_PATH, endpoint=_Counted(self, transport)),
+                Mount(LEGACY_SSE_PATH.rsplit("/", 1)[0], app=_Counted(self, self.mcp.sse_app())),
                 Route(f"{_PRM_PATH}{MCP_PATH}", self._metadata, methods=["GET"]),
                 Route(_PRM_PATH, self._metadata, methods=["GET"]),
             ],

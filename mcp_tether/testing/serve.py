@@ -26,7 +26,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from mcp_tether.testing.authserver import SimulatedAuthorizationServer
-from mcp_tether.testing.resource_server import OPEN_MCP_PATH, SimulatedResourceServer
+from mcp_tether.testing.resource_server import LEGACY_SSE_PATH, OPEN_MCP_PATH, SimulatedResourceServer
 
 __all__ = [
     "LoopbackOAuthEnvironment",
@@ -226,6 +226,7 @@ class LoopbackOAuthEnvironment:
         resource_url: base URL the resource server is served at.
         mcp_url: the protected MCP endpoint, also the RFC 8707 resource identifier.
         open_mcp_url: the unprotected MCP endpoint with the same tools.
+        sse_url: the same tools over the older HTTP+SSE transport, unprotected.
         resource_metadata_url: the RFC 9728 metadata URL named in 401 challenges.
     """
 
@@ -252,6 +253,7 @@ class LoopbackOAuthEnvironment:
         )
         self.mcp_url = SimulatedResourceServer.resource_for(self.resource_url)
         self.open_mcp_url = self.resource_url + OPEN_MCP_PATH
+        self.sse_url = self.resource_url + LEGACY_SSE_PATH
         self.resource_metadata_url = SimulatedResourceServer.metadata_url_for(self.resource_url)
 
     def __repr__(self) -> str:
