@@ -272,3 +272,20 @@ async def test_the_older_sse_transport_serves_tools_and_closes(tmp_path: Path) -
                 break
             await asyncio.sleep(0.02)
         assert established_to(port) == 0
+
+
+async def test_the_older_sse_transport_with_oauth(tmp_path: Path) -> None:
+    """A protected HTTP+SSE server: discovery from its 401, one browser authorization, then stored tokens."""
+    with LoopbackOAuthEnvironment(SimulatedAuthorizationServer(access_token_lifetime=3600.0)) as env:
+        config = write_config(tmp_path, {"tracker": {"type": "sse", "url": env.secure_sse_url}})
+        browser = HeadlessBrowser()
+        for _ in range(2):  # a cold start, then a restart with the stored tokens
+            pool = ServerPool.from_config(config, tmp_path / "tokens", connected_servers="", open_url=browser)
+            async with pool:
+                results = await asyncio.gather(*(pool.call_tool("tracker", "whoami", {}) for _ in range(5)))
+                assert all(not r.is_error for r in results)
+                assert pool.state("tracker") == "connected"
+        assert browser.launches == 1
+        counters = env.auth.counters()
+        assert (counters.register, counters.codes_issued, counters.refreshes) == (1, 1, 0)
+        assert env.resource.counters().unauthorized == 1  # only the first GET, before any token existed

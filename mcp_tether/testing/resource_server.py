@@ -13,10 +13,13 @@ endpoints of one Starlette app:
 * ``/open/mcp``, unprotected, the same tools, so benchmarks can compare the
   cost of authorization on identical work;
 * ``/legacy/sse`` (with ``/legacy/messages/``), unprotected, the same tools over
-  the older HTTP+SSE transport (``"type": "sse"`` entries).
+  the older HTTP+SSE transport (``"type": "sse"`` entries);
+* ``/secure/sse`` (with ``/secure/messages/``), the HTTP+SSE transport protected
+  like ``/mcp``, as its own resource (``/secure/sse``, with its own metadata).
 
 RFC 9728 protected resource metadata naming the authorization server is at
-``/.well-known/oauth-protected-resource/mcp`` (and at the root well-known path).
+``/.well-known/oauth-protected-resource/mcp`` (and at the root well-known path),
+and at ``/.well-known/oauth-protected-resource/secure/sse`` for the SSE resource.
 
 The tools (shared with :mod:`mcp_tether.testing.stdio_server`) are ``echo``,
 ``add``, ``sleep``, ``whoami`` and ``needs_scope``; the last one demands the
@@ -30,7 +33,7 @@ import collections
 import contextlib
 import json
 import threading
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
 import anyio
 import attrs
@@ -53,6 +56,7 @@ __all__ = [
     "MAX_SLEEP_MS",
     "MCP_PATH",
     "OPEN_MCP_PATH",
+    "SECURE_SSE_PATH",
     "ResourceServerCounters",
     "SimulatedResourceServer",
     "build_tool_server",
@@ -64,6 +68,8 @@ MCP_PATH = "/mcp"
 OPEN_MCP_PATH = "/open/mcp"
 #: Path of the unprotected endpoint of the HTTP+SSE transport (messages go to ``/legacy/messages/``).
 LEGACY_SSE_PATH = "/legacy/sse"
+#: Path of the protected endpoint of the HTTP+SSE transport (messages go to ``/secure/messages/``).
+SECURE_SSE_PATH = "/secure/sse"
 #: Longest ``sleep`` the tool accepts, in milliseconds.
 MAX_SLEEP_MS = 60_000
 
@@ -224,11 +230,16 @@ class SimulatedResourceServer:
         transport = _SessionGate(self, session_manager.handle_request)
         self.app = Starlette(
             routes=[
-                Route(MCP_PATH, endpoint=_BearerGate(self, AuthContextMiddleware(transport))),
+                Route(MCP_PATH, endpoint=_BearerGate(self, AuthContextMiddleware(transport), resource_path=MCP_PATH)),
                 Route(OPEN_MCP_PATH, endpoint=_Counted(self, transport)),
                 Mount(LEGACY_SSE_PATH.rsplit("/", 1)[0], app=_Counted(self, self.mcp.sse_app())),
-                Route(f"{_PRM_PATH}{MCP_PATH}", self._metadata, methods=["GET"]),
-                Route(_PRM_PATH, self._metadata, methods=["GET"]),
+                Mount(
+                    SECURE_SSE_PATH.rsplit("/", 1)[0],
+                    app=_BearerGate(self, AuthContextMiddleware(self.mcp.sse_app()), resource_path=SECURE_SSE_PATH),
+                ),
+                Route(f"{_PRM_PATH}{MCP_PATH}", self._metadata_for(MCP_PATH), methods=["GET"]),
+                Route(f"{_PRM_PATH}{SECURE_SSE_PATH}", self._metadata_for(SECURE_SSE_PATH), methods=["GET"]),
+                Route(_PRM_PATH, self._metadata_for(MCP_PATH), methods=["GET"]),
             ],
             lifespan=lifespan,
         )
@@ -285,15 +296,23 @@ class SimulatedResourceServer:
         with self._lock:
             self._tool_calls[tool] += 1
 
-    async def _metadata(self, request: Request) -> Response:
-        document: dict[str, object] = {
-            "resource": self.resource_for(str(request.base_url)),
-            "authorization_servers": [self.issuer],
-            "bearer_methods_supported": ["header"],
-        }
-        if self.scopes_supported is not None:
-            document["scopes_supported"] = list(self.scopes_supported)
-        return JSONResponse(document)
+    def _metadata_for(self, resource_path: str) -> Callable[[Request], Awaitable[Response]]:
+        async def metadata(request: Request) -> Response:
+            document: dict[str, object] = {
+                "resource": _origin(request) + resource_path,
+                "authorization_servers": [self.issuer],
+                "bearer_methods_supported": ["header"],
+            }
+            if self.scopes_supported is not None:
+                document["scopes_supported"] = list(self.scopes_supported)
+            return JSONResponse(document)
+
+        return metadata
+
+
+def _origin(request: Request) -> str:
+    """``scheme://host:port`` of the request, whatever app it is mounted under."""
+    return f"{request.url.scheme}://{request.url.netloc}"
 
 
 class _SessionGate:
@@ -334,16 +353,22 @@ class _Counted:
 
 
 class _BearerGate:
-    """ASGI gate in front of the protected endpoint: 401/403 or pass the token's user on."""
+    """ASGI gate in front of a protected endpoint: 401/403 or pass the token's user on.
 
-    def __init__(self, owner: SimulatedResourceServer, app: ASGIApp) -> None:
+    ``resource_path`` names the resource (its identifier is the origin plus the
+    path; its metadata is at the well-known path plus it).
+    """
+
+    def __init__(self, owner: SimulatedResourceServer, app: ASGIApp, *, resource_path: str) -> None:
         self._owner = owner
         self._app = app
+        self._resource_path = resource_path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         owner = self._owner
         request = Request(scope)
-        base_url = str(request.base_url)
+        resource = _origin(request) + self._resource_path
+        metadata_url = _origin(request) + _PRM_PATH + self._resource_path
         header = request.headers.get("authorization", "")
         info: TokenInfo | None = None
         token = ""
@@ -351,12 +376,12 @@ class _BearerGate:
             token = header[7:].strip()
             info = owner.authorization_server.introspect(token)
         if info is None or (
-            owner.check_audience and (info.resource or "").rstrip("/") != owner.resource_for(base_url).rstrip("/")
+            owner.check_audience and (info.resource or "").rstrip("/") != resource.rstrip("/")
         ):
             owner._count("unauthorized")
             error = 'error="invalid_token", ' if token else ""
             scope_part = f', scope="{owner.challenge_scope}"' if owner.challenge_scope else ""
-            challenge = f'Bearer {error}resource_metadata="{owner.metadata_url_for(base_url)}"{scope_part}'
+            challenge = f'Bearer {error}resource_metadata="{metadata_url}"{scope_part}'
             await _send_json(send, 401, {"error": "invalid_token"}, challenge)
             return
         receive, tool = await _peek_tool_call(scope, receive)
@@ -368,7 +393,7 @@ class _BearerGate:
             wanted = " ".join(sorted(needed | set(info.scopes)))
             challenge = (
                 f'Bearer error="insufficient_scope", scope="{wanted}", '
-                f'resource_metadata="{owner.metadata_url_for(base_url)}"'
+                f'resource_metadata="{metadata_url}"'
             )
             await _send_json(send, 403, {"error": "insufficient_scope"}, challenge)
             return

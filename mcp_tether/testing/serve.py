@@ -26,7 +26,12 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from mcp_tether.testing.authserver import SimulatedAuthorizationServer
-from mcp_tether.testing.resource_server import LEGACY_SSE_PATH, OPEN_MCP_PATH, SimulatedResourceServer
+from mcp_tether.testing.resource_server import (
+    LEGACY_SSE_PATH,
+    OPEN_MCP_PATH,
+    SECURE_SSE_PATH,
+    SimulatedResourceServer,
+)
 
 __all__ = [
     "LoopbackOAuthEnvironment",
@@ -227,6 +232,7 @@ class LoopbackOAuthEnvironment:
         mcp_url: the protected MCP endpoint, also the RFC 8707 resource identifier.
         open_mcp_url: the unprotected MCP endpoint with the same tools.
         sse_url: the same tools over the older HTTP+SSE transport, unprotected.
+        secure_sse_url: the HTTP+SSE transport protected by OAuth, as its own resource.
         resource_metadata_url: the RFC 9728 metadata URL named in 401 challenges.
     """
 
@@ -254,6 +260,7 @@ class LoopbackOAuthEnvironment:
         self.mcp_url = SimulatedResourceServer.resource_for(self.resource_url)
         self.open_mcp_url = self.resource_url + OPEN_MCP_PATH
         self.sse_url = self.resource_url + LEGACY_SSE_PATH
+        self.secure_sse_url = self.resource_url + SECURE_SSE_PATH
         self.resource_metadata_url = SimulatedResourceServer.metadata_url_for(self.resource_url)
 
     def __repr__(self) -> str:
