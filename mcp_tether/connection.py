@@ -34,8 +34,6 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from mcp_tether.adapters.browser import open_in_browser
-from mcp_tether.adapters.callback import loopback_redirect_port
 from mcp_tether.adapters.clock import Clock
 from mcp_tether.adapters.config import HttpServer, ServerConfig
 from mcp_tether.adapters.oauth_settings import OAuthSettings
@@ -173,7 +171,8 @@ class Connection:
         self.clock = clock
         self.interactive = interactive
         self.refresh_buffer = refresh_buffer
-        self.open_url = open_url or open_in_browser
+        #: Opens an authorization URL; None means the ``webbrowser`` adapter (loaded when first needed).
+        self.open_url = open_url
         self.authorization_timeout = authorization_timeout
         self.call_timeout = call_timeout
         self.on_transition = on_transition
@@ -525,6 +524,7 @@ class Connection:
 
     async def _authorization_request(self, disk: TokenState, settings: OAuthSettings, scope: str | None) -> Event:
         from mcp_tether.adapters.authorization import AuthorizationError, AuthorizationTimeout, authorize_in_browser
+        from mcp_tether.adapters.callback import loopback_redirect_port
         from mcp_tether.adapters.oauth import OAuthError, TokenFailure, select_scope
 
         oauth = self.oauth_client()
@@ -565,6 +565,10 @@ class Connection:
 
     def _count_launch(self, url: str) -> bool:
         self.counters["browser_launches"] += 1
+        if self.open_url is None:
+            from mcp_tether.adapters.browser import open_in_browser
+
+            self.open_url = open_in_browser
         return self.open_url(url)
 
     # --- the MCP session ----------------------------------------------------------------
