@@ -286,7 +286,7 @@ class _EntryReader:
                 raise _BadEntry(f"`{name}` has the key {key!r}, which {why}")
             expanded = self.text(item, label)
             if not check_value(expanded):
-                raise _BadEntry(f"`{label}` contains characters not allowed there; fix its value")
+                raise _BadEntry(f"`{label}` contains characters not allowed there")
             result[key] = expanded
         return result
 
@@ -339,14 +339,14 @@ def _stdio(reader: _EntryReader) -> StdioServer:
 def _checked_url(url: str) -> str:
     """``url`` when it is a usable http(s) URL; the problem never quotes it (it may hold a key)."""
     if not url or any(char.isspace() or ord(char) < 0x20 or char == "\x7f" for char in url):
-        raise _BadEntry("`url` is empty or contains spaces or control characters; fix it")
+        raise _BadEntry("`url` is empty or contains spaces or control characters")
     try:
         parts = urlsplit(url)
         _ = parts.port
     except ValueError:
-        raise _BadEntry("`url` is not a valid URL (bad host or port); fix it") from None
+        raise _BadEntry("`url` is not a valid URL (bad host or port)") from None
     if parts.scheme.lower() not in ("http", "https"):
-        raise _BadEntry("`url` must start with https:// (or http://); fix it")
+        raise _BadEntry("`url` must start with https:// (or http://)")
     if not parts.hostname:
         raise _BadEntry("`url` has no host; write it as https://host/path")
     return url
