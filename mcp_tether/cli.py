@@ -426,24 +426,27 @@ def command_tools(args: argparse.Namespace, console: Console) -> int:
     return _run_pool_command(args, console, job)
 
 
-def _parse_arguments(text: str) -> dict[str, Any]:
+def _parse_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    if args.arguments is not None and args.args is not None:
+        raise UsageError("the arguments were given twice (ARGS and --args); give them once")
+    label, text = ("ARGS", args.arguments) if args.arguments is not None else ("--args", args.args or "{}")
     try:
         value = json.loads(text)
     except ValueError as error:
         raise UsageError(
-            f'--args: not valid JSON ({error}); give a JSON object, for example --args \'{{"query": "cats"}}\''
+            f"{label}: not valid JSON ({error}); give a JSON object, for example '{{\"query\": \"cats\"}}'"
         ) from None
     if not isinstance(value, dict):
         raise UsageError(
-            f"--args: expected a JSON object of argument names and values, not {type(value).__name__}; "
-            'for example --args \'{"query": "cats"}\''
+            f"{label}: expected a JSON object of argument names and values, not {type(value).__name__}; "
+            'for example \'{"query": "cats"}\''
         )
     return value
 
 
 def command_call(args: argparse.Namespace, console: Console) -> int:
     """Call one tool and print its result."""
-    arguments = _parse_arguments(args.args)
+    arguments = _parse_arguments(args)
 
     async def job(pool: Pool) -> int:
         result = await pool.call_tool(args.server, args.tool, arguments)
@@ -676,7 +679,13 @@ def build_parser() -> argparse.ArgumentParser:
     call = add("call", "call one tool and print its result", config, tokens, as_json)
     call.add_argument("server", metavar="SERVER")
     call.add_argument("tool", metavar="TOOL")
-    call.add_argument("--args", default="{}", metavar="JSON", help="the arguments as a JSON object (default {})")
+    call.add_argument(
+        "arguments",
+        nargs="?",
+        metavar="ARGS",
+        help="""the arguments as a JSON object, e.g. '{"query": "cats"}' (default {})""",
+    )
+    call.add_argument("--args", metavar="JSON", help="the same, as an option")
     call.set_defaults(handler=command_call)
 
     login = add("login", "authorize a server in the browser now", config, tokens)

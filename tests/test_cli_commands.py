@@ -176,6 +176,9 @@ def test_tools_and_call(fake_pool: type[FakePool], capsys: pytest.CaptureFixture
     code, out, _ = run(capsys, "call", "notion", "search", "--args", '{"query": "dogs"}', "--json")
     assert json.loads(out)["content"][0]["text"] == "found dogs"
 
+    code, out, err = run(capsys, "call", "notion", "search", '{"query": "birds"}')  # ARGS, positional
+    assert (code, out, err) == (0, "found birds\n", "")
+
     code, out, err = run(capsys, "call", "notion", "fail")
     assert code == cli.EXIT_FAILED
     assert "no such page" in out and "tool 'fail' reported an error" in err
@@ -186,6 +189,8 @@ def test_tools_and_call(fake_pool: type[FakePool], capsys: pytest.CaptureFixture
     [
         (["call", "notion", "search", "--args", "{query: cats}"], "--args: not valid JSON"),
         (["call", "notion", "search", "--args", "[1, 2]"], "--args: expected a JSON object"),
+        (["call", "notion", "search", "{query: cats}"], "ARGS: not valid JSON"),
+        (["call", "notion", "search", "{}", "--args", "{}"], "the arguments were given twice"),
         (["tools", "nowhere"], "no MCP server named 'nowhere' is configured; configured servers: notion"),
         (["call", "nowhere", "search"], "no MCP server named 'nowhere'"),
         (["login", "nowhere"], "no MCP server named 'nowhere'"),
@@ -201,7 +206,7 @@ def test_usage_errors_exit_2_and_touch_nothing(
     assert code == cli.EXIT_USAGE
     assert message in err and out == ""
     assert snapshot_dir(env) == before
-    if "--args" in argv:
+    if argv[0] == "call" and argv[1] == "notion":
         assert fake_pool.last is None  # nothing was even opened
 
 
