@@ -242,8 +242,14 @@ class Connection:
             raise ServerUnavailable(self.name, cause=f"the session with {self.name!r} closed while connecting")
         return self._session
 
-    async def session_failed(self, cause: str) -> None:
-        """A call found the session broken (server restarted, process died)."""
+    async def session_failed(self, cause: str, session: ClientSession | None = None) -> None:
+        """A call found ``session`` broken (server restarted, process died).
+
+        A report about a session already replaced (another caller reported it
+        first, and a new one is up or opening) changes nothing.
+        """
+        if session is not None and session is not self._session:
+            return
         await self.dispatch(SessionLost(cause=cause))
 
     async def close(self) -> None:

@@ -385,7 +385,7 @@ class ServerPool:
                 if connection.auth_problem is not None:
                     raise connection.auth_problem from None
                 cause = describe(error)
-            await connection.session_failed(cause)
+            await connection.session_failed(cause, session)
             if attempt == 2:
                 raise ServerUnavailable(server, cause=f"{server!r} failed during {what}: {cause}")
 

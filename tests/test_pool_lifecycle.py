@@ -83,9 +83,11 @@ async def test_a_dead_stdio_server_is_replaced_on_a_later_call(tmp_path: Path) -
         await pool.call_tool("local", "echo", {"text": "first"})
         (first,) = stdio_children()
         os.kill(first, signal.SIGKILL)
-        # The call finds the transport closed, reports the lost session, reconnects and retries once.
-        result = await asyncio.wait_for(pool.call_tool("local", "echo", {"text": "again"}), timeout=30)
-        assert result.content[0].text == "again"  # type: ignore[union-attr]
+        # Each call finds the transport closed and reports the lost session; the first report
+        # replaces the session, the others change nothing, and every call is retried once on it.
+        calls = (pool.call_tool("local", "echo", {"text": f"again {i}"}) for i in range(10))
+        results = await asyncio.wait_for(asyncio.gather(*calls), timeout=30)
+        assert [r.content[0].text for r in results] == [f"again {i}" for i in range(10)]  # type: ignore[union-attr]
         (second,) = stdio_children()
         assert second != first
         assert pool.connection("local").counters["connects"] == 2
