@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from mcp_tether.adapters.clock import Clock
 from mcp_tether.adapters.config import HttpServer, ServerConfig
 from mcp_tether.adapters.oauth_settings import OAuthSettings
 from mcp_tether.adapters.token_store import LockedLog, ServerLog, TokenLogError
@@ -75,14 +74,14 @@ from mcp_tether.statemachine.events import (
 from mcp_tether.statemachine.failures import FailureClass
 from mcp_tether.statemachine.machine import ConnectionMachine, State
 from mcp_tether.statemachine.tokenlog import ClientRegistered, DiscoveryRecorded, LogEvent
-from mcp_tether.statemachine.tokens import DEFAULT_REFRESH_BUFFER, Freshness, TokenState
+from mcp_tether.statemachine.tokens import Freshness, TokenState
 
 if TYPE_CHECKING:  # the MCP and HTTP stacks load with the first session (mcp_tether.session)
     import httpx2
     from mcp.client.session import ClientSession
 
     from mcp_tether.adapters.oauth import OAuthClient
-    from mcp_tether.elicitation import ElicitationHandler
+    from mcp_tether.pool import ConnectionOptions
 
 __all__ = ["Connection", "SharedTransport", "TransitionRecord"]
 
@@ -137,16 +136,8 @@ class Connection:
         config: the server's configuration entry.
         log: its token log (creating it did no IO).
         transport: the shared HTTP transport (one connection pool for all servers).
-        clock: the wall clock.
+        options: what every connection of the pool shares (clock, timeouts, callbacks).
         interactive: whether a browser may be opened for a waiting caller.
-        refresh_buffer: seconds before expiry that tokens are refreshed.
-        open_url: opens a validated authorization URL; returns whether a browser launched.
-        authorization_timeout: seconds a person has to complete a browser authorization.
-        call_timeout: seconds each request on the session may take (None: no limit of its own).
-        on_transition: told about every handled event.
-        on_url: told the authorization URL before it is opened.
-        elicitation: answers the server's ``elicitation/create`` requests; None
-            leaves the capability unadvertised.
     """
 
     def __init__(
@@ -155,33 +146,18 @@ class Connection:
         *,
         log: ServerLog,
         transport: SharedTransport,
-        clock: Clock,
+        options: ConnectionOptions,
         interactive: bool = True,
-        refresh_buffer: float = DEFAULT_REFRESH_BUFFER,
-        open_url: Callable[[str], bool] | None = None,
-        authorization_timeout: float = 300.0,
-        call_timeout: float | None = 300.0,
-        on_transition: Callable[[TransitionRecord], None] | None = None,
-        on_url: Callable[[str], None] | None = None,
-        elicitation: ElicitationHandler | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
         self.log = log
-        self.clock = clock
+        self.options = options
         self.interactive = interactive
-        self.refresh_buffer = refresh_buffer
-        #: Opens an authorization URL; None means the ``webbrowser`` adapter (loaded when first needed).
-        self.open_url = open_url
-        self.authorization_timeout = authorization_timeout
-        self.call_timeout = call_timeout
-        self.on_transition = on_transition
-        self.on_url = on_url
-        self.elicitation = elicitation
         transport_config = config.transport
         requires_auth = isinstance(transport_config, HttpServer) and transport_config.requires_auth
         self.machine = ConnectionMachine(
-            self.name, requires_auth=requires_auth, refresh_buffer=refresh_buffer, misconfigured=config.problem
+            self.name, requires_auth=requires_auth, refresh_buffer=options.refresh_buffer, misconfigured=config.problem
         )
         #: The pool's HTTP connection pool, and this server's client on it (made on first use).
         self.shared_transport = transport
@@ -274,14 +250,15 @@ class Connection:
         """Feed the current time, then ``event``, and execute the commands."""
         async with self._lock:
             if not isinstance(event, ClockTick):
-                await self._handle(ClockTick(now=self.clock.now()))
+                await self._handle(ClockTick(now=self.options.clock.now()))
             await self._handle(event)
 
     async def _handle(self, event: Event) -> None:
         before = self.machine.state
         commands = self.machine.handle(event)
-        if self.on_transition is not None and (not isinstance(event, ClockTick) or before is not self.machine.state):
-            self.on_transition(
+        on_transition = self.options.on_transition
+        if on_transition is not None and (not isinstance(event, ClockTick) or before is not self.machine.state):
+            on_transition(
                 TransitionRecord(
                     server=self.name,
                     before=before.value,
@@ -359,25 +336,25 @@ class Connection:
 
     async def _append(self, events: tuple[LogEvent, ...] | list[LogEvent]) -> None:
         held = self._held
-        at = self.clock.now()
+        at = self.options.clock.now()
         if held is not None:
             await asyncio.to_thread(held.append, events, at=at)
         else:
             await asyncio.to_thread(self.log.append, events, at=at)
 
     async def _tick_at(self, at: float) -> None:
-        await self.clock.sleep_until(at)
-        await self.dispatch(ClockTick(now=self.clock.now()))
+        await self.options.clock.sleep_until(at)
+        await self.dispatch(ClockTick(now=self.options.clock.now()))
 
     def _tick_due(self) -> bool:
         tokens = self.machine.tokens.tokens
         if tokens is None or tokens.expires_at is None:
             return False
-        refresh_at = tokens.refresh_at(self.refresh_buffer)
-        return refresh_at is not None and self.clock.now() >= refresh_at
+        refresh_at = tokens.refresh_at(self.options.refresh_buffer)
+        return refresh_at is not None and self.options.clock.now() >= refresh_at
 
     def _wait_timeout(self) -> float:
-        return WAIT_TIMEOUT + (self.authorization_timeout if self.interactive else 0.0)
+        return WAIT_TIMEOUT + (self.options.authorization_timeout if self.interactive else 0.0)
 
     # --- operations the commands start --------------------------------------------------
 
@@ -415,7 +392,7 @@ class Connection:
             try:
                 with self.log.locked(timeout=LOCK_WAIT) as locked:
                     loop.call_soon_threadsafe(settle, locked, None)
-                    release.wait(timeout=self.authorization_timeout + 2 * LOCK_WAIT)
+                    release.wait(timeout=self.options.authorization_timeout + 2 * LOCK_WAIT)
             except BaseException as error:  # handed to the event loop
                 loop.call_soon_threadsafe(settle, None, error)
 
@@ -455,7 +432,7 @@ class Connection:
                 server_name=self.name,
                 server_url=transport.url,
                 settings=self.oauth_settings,
-                clock=self.clock.now,
+                clock=self.options.clock.now,
             )
         return self._oauth
 
@@ -473,7 +450,7 @@ class Connection:
         return (
             disk.tokens is not None
             and disk.tokens != self.machine.tokens.tokens
-            and disk.tokens.freshness(self.clock.now(), self.refresh_buffer) in usable
+            and disk.tokens.freshness(self.options.clock.now(), self.options.refresh_buffer) in usable
         )
 
     async def _refresh(self, locked: LockedLog) -> None:
@@ -559,8 +536,8 @@ class Connection:
                 client_for,
                 scope=wanted,
                 open_url=self._count_launch,
-                timeout=self.authorization_timeout,
-                on_url=self.on_url,
+                timeout=self.options.authorization_timeout,
+                on_url=self.options.on_url,
                 preferred_port=loopback_redirect_port(known),
             )
         except AuthorizationTimeout:
@@ -571,11 +548,11 @@ class Connection:
 
     def _count_launch(self, url: str) -> bool:
         self.counters["browser_launches"] += 1
-        if self.open_url is None:
-            from mcp_tether.adapters.browser import open_in_browser
+        if self.options.open_url is not None:
+            return self.options.open_url(url)
+        from mcp_tether.adapters.browser import open_in_browser  # the default, loaded when first needed
 
-            self.open_url = open_in_browser
-        return self.open_url(url)
+        return open_in_browser(url)
 
     # --- the MCP session ----------------------------------------------------------------
 
@@ -615,7 +592,7 @@ class Connection:
         token = machine.bearer()
         if token is not None and not self._tick_due():
             return token
-        await self.dispatch(ClockTick(now=self.clock.now()))
+        await self.dispatch(ClockTick(now=self.options.clock.now()))
         token = machine.bearer()
         if token is not None:
             return token

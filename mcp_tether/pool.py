@@ -24,6 +24,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from mcp_tether.adapters.clock import Clock, SystemClock
 from mcp_tether.adapters.config import PoolConfig, ServerConfig, load_config
 from mcp_tether.adapters.filenames import token_directory
@@ -38,9 +40,23 @@ if TYPE_CHECKING:  # loaded with the first connection or session, not when the p
     from mcp_tether.connection import Connection, SharedTransport, TransitionRecord
     from mcp_tether.elicitation import ElicitationHandler
 
-__all__ = ["ServerPool"]
+__all__ = ["ConnectionOptions", "ServerPool"]
 
 _log = logging.getLogger("mcp_tether")
+
+
+@attrs.frozen(kw_only=True)
+class ConnectionOptions:
+    """What every connection of a pool shares (see :class:`ServerPool` for each field)."""
+
+    clock: Clock
+    refresh_buffer: float = DEFAULT_REFRESH_BUFFER
+    open_url: Callable[[str], bool] | None = None
+    authorization_timeout: float = 300.0
+    call_timeout: float | None = 300.0
+    on_transition: Callable[[TransitionRecord], None] | None = None
+    on_url: Callable[[str], None] | None = None
+    elicitation: ElicitationHandler | None = None
 
 
 class ServerPool:
@@ -90,16 +106,18 @@ class ServerPool:
         #: Where the token logs are (nothing is read or created until a server is used).
         self.token_dir = token_directory(token_dir)
         self.interactive = interactive
-        self._clock = clock or SystemClock()
+        self.options = ConnectionOptions(
+            clock=clock or SystemClock(),
+            refresh_buffer=refresh_buffer,
+            open_url=open_url,
+            authorization_timeout=authorization_timeout,
+            call_timeout=call_timeout,
+            on_transition=on_transition,
+            on_url=on_url,
+            elicitation=elicitation,
+        )
         self._store: TokenStore | None = None
         self._transport: SharedTransport | None = None
-        self._refresh_buffer = refresh_buffer
-        self._open_url = open_url
-        self._authorization_timeout = authorization_timeout
-        self.call_timeout = call_timeout
-        self._on_transition = on_transition
-        self._on_url = on_url
-        self._elicitation = elicitation
         #: The connections made so far (a server's first use makes its connection).
         self._connections: dict[str, Connection] = {}
         self._closed = False
@@ -118,20 +136,8 @@ class ServerPool:
 
         if self._transport is None:
             self._transport = SharedTransport()
-        return Connection(
-            server,
-            log=self.store.log(server.name),
-            transport=self._transport,
-            clock=self._clock,
-            interactive=interactive,
-            refresh_buffer=self._refresh_buffer,
-            open_url=self._open_url,
-            authorization_timeout=self._authorization_timeout,
-            call_timeout=self.call_timeout,
-            on_transition=self._on_transition,
-            on_url=self._on_url,
-            elicitation=self._elicitation,
-        )
+        log = self.store.log(server.name)
+        return Connection(server, log=log, transport=self._transport, options=self.options, interactive=interactive)
 
     @classmethod
     def from_config(
@@ -307,7 +313,7 @@ class ServerPool:
         replacement = self._new_connection(connection.config, interactive=True)
         await connection.close()
         self._connections[server] = replacement
-        await asyncio.to_thread(replacement.log.append, [LoggedOut(revoked=False)], at=self._clock.now())
+        await asyncio.to_thread(replacement.log.append, [LoggedOut(revoked=False)], at=self.options.clock.now())
         await replacement.session()
 
     async def logout(self, server: str) -> bool:
@@ -331,7 +337,7 @@ class ServerPool:
             with contextlib.suppress(TetherError):
                 revoked = await oauth.revoke(state.discovery, state.client, state.tokens)
         await connection.close()
-        await asyncio.to_thread(connection.log.append, [LoggedOut(revoked=revoked)], at=self._clock.now())
+        await asyncio.to_thread(connection.log.append, [LoggedOut(revoked=revoked)], at=self.options.clock.now())
         return revoked
 
     # --- internals -------------------------------------------------------------------
@@ -368,11 +374,12 @@ class ServerPool:
             except MCPError as error:
                 if connection.auth_problem is not None:
                     raise connection.auth_problem from None
-                if error.error.code == REQUEST_TIMEOUT and self.call_timeout is not None:
+                call_timeout = self.options.call_timeout
+                if error.error.code == REQUEST_TIMEOUT and call_timeout is not None:
                     raise ToolCallError(
                         server,
                         what,
-                        f"no answer within {self.call_timeout:g} s (the server may still be working on it); "
+                        f"no answer within {call_timeout:g} s (the server may still be working on it); "
                         "a larger call_timeout gives it more time",
                     ) from None
                 lost = await _lost_session(connection, error.error.code, session)

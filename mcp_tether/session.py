@@ -52,7 +52,7 @@ async def open_session(connection: Connection) -> AsyncIterator[ClientSession]:
         ClientSession(
             read,
             write,
-            read_timeout_seconds=connection.call_timeout,
+            read_timeout_seconds=connection.options.call_timeout,
             elicitation_callback=_elicitation_callback(connection),
         ) as session,
     ):
@@ -84,7 +84,7 @@ async def _streams(connection: Connection) -> AsyncIterator[tuple[Any, Any]]:
 
 
 def _elicitation_callback(connection: Connection) -> ElicitationFnT | None:
-    handler = connection.elicitation
+    handler = connection.options.elicitation
     if handler is None:
         return None
 
