@@ -96,6 +96,7 @@ WAIT_TIMEOUT = 90.0
 
 
 _FRESH = frozenset({Freshness.VALID})
+_DUE = frozenset({Freshness.EXPIRING, Freshness.EXPIRED})
 _UNEXPIRED = frozenset({Freshness.VALID, Freshness.EXPIRING})
 
 
@@ -347,11 +348,9 @@ class Connection:
         await self.dispatch(ClockTick(now=self.options.clock.now()))
 
     def _tick_due(self) -> bool:
+        """Whether the refresh window has opened since the machine last saw the clock."""
         tokens = self.machine.tokens.tokens
-        if tokens is None or tokens.expires_at is None:
-            return False
-        refresh_at = tokens.refresh_at(self.options.refresh_buffer)
-        return refresh_at is not None and self.options.clock.now() >= refresh_at
+        return tokens is not None and tokens.freshness(self.options.clock.now(), self.options.refresh_buffer) in _DUE
 
     def _wait_timeout(self) -> float:
         return WAIT_TIMEOUT + (self.options.authorization_timeout if self.interactive else 0.0)

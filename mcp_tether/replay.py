@@ -36,7 +36,6 @@ from mcp_tether.statemachine.commands import AuthorizationReason
 from mcp_tether.statemachine.logcodec import (
     JsonObject,
     LineError,
-    event_kind,
     redact_record,
     scan_lines,
 )
@@ -412,13 +411,14 @@ def build_timeline(log: LogFile, *, now: float, refresh_buffer: float = DEFAULT_
         before = state
         state = apply(state, record, check_sequence=False)
         status = describe_tokens(state, record.at, refresh_buffer)
-        data = redact_record(record, server=server)["data"]
+        redacted = redact_record(record, server=server)
+        data = redacted["data"]
         items.append(
             TimelineEntry(
                 seq=record.seq,
                 at=record.at,
                 line=line,
-                kind=event_kind(record.event),
+                kind=redacted["kind"],
                 data=data,
                 summary=_summary(record, before, state, data),
                 status=status,

@@ -74,7 +74,6 @@ __all__ = [
     "decode_record",
     "encode_line",
     "encode_record",
-    "event_kind",
     "redact_record",
     "render_redacted",
     "scan_lines",
@@ -132,9 +131,7 @@ def _discovery_to_json(discovery: Discovery) -> JsonObject:
         "token_endpoint": discovery.token_endpoint,
         "registration_endpoint": discovery.registration_endpoint,
         "revocation_endpoint": discovery.revocation_endpoint,
-        "scopes_supported": (
-            None if discovery.scopes_supported is None else list(discovery.scopes_supported)
-        ),
+        "scopes_supported": _opt_list(discovery.scopes_supported),
         "iss_parameter_supported": discovery.iss_parameter_supported,
         "client_id_metadata_document_supported": discovery.client_id_metadata_document_supported,
         "token_endpoint_auth_methods_supported": _opt_list(discovery.token_endpoint_auth_methods_supported),
@@ -191,11 +188,6 @@ def _event_to_json(event: LogEvent) -> tuple[str, JsonObject]:
         case LegacyImported(source=source, had_issued_at=had_issued_at):
             return "legacy_imported", {"source": source, "had_issued_at": had_issued_at}
     raise TypeError(f"not a token-log event: {type(event).__name__}")
-
-
-def event_kind(event: LogEvent) -> str:
-    """The ``kind`` name an event is stored under (``"tokens_issued"``, ...)."""
-    return _event_to_json(event)[0]
 
 
 def encode_record(record: LogRecord, *, server: str) -> JsonObject:

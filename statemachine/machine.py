@@ -102,8 +102,6 @@ __all__ = [
 ]
 
 
-#: States in which requests may use the current token.
-SESSION_STATES = frozenset({State.VALID, State.CONNECTED, State.EXPIRING})
 #: States in which no operation is outstanding, so no caller may be waiting.
 STABLE_STATES = frozenset({State.LAZY, State.CONNECTED, State.NEEDS_AUTH, State.FAILED, State.CLOSED})
 
@@ -183,6 +181,8 @@ S = State
 _ALL = tuple(State)
 _OPEN = tuple(s for s in State if s is not S.CLOSED)
 _USING = (S.VALID, S.CONNECTED, S.EXPIRING)
+#: States in which requests may use the current token.
+SESSION_STATES = frozenset(_USING)
 _WAITING = (S.CONNECTING, S.REFRESHING, S.BROWSER_AUTH)
 _WAITER_EVENTS = ("use_requested", "unauthorized", "insufficient_scope")
 _SETTLED_AFTER_SUCCESS = (S.LAZY, S.CONNECTING, S.VALID, S.CONNECTED, S.FAILED, S.CLOSED)
@@ -579,9 +579,12 @@ class _Model:
     def jittered(self, delay: float) -> float:
         return delay * (1.0 + self.policy.jitter * self._random.random())
 
+    def backoff(self, attempt: int, cap: float) -> float:
+        """The un-jittered wait before retry number ``attempt`` (0: the first retry): doubling, capped."""
+        return min(self.policy.base_backoff * 2.0 ** max(attempt, 0), cap)
+
     def refresh_delay(self, retry_after: float | None) -> float:
-        exponent = max(self.refresh_attempts - 1, 0)
-        delay = self.jittered(min(self.policy.base_backoff * 2.0**exponent, self.policy.max_backoff))
+        delay = self.jittered(self.backoff(self.refresh_attempts - 1, self.policy.max_backoff))
         return max(delay, retry_after or 0.0)
 
     def wake(self, problem: Problem | None) -> None:
@@ -648,9 +651,7 @@ class _Model:
         event: RefreshFailed = self.event(data)
         if self.refresh_attempts >= self.policy.max_refresh_attempts:
             return False
-        expected = min(
-            self.policy.base_backoff * 2.0 ** max(self.refresh_attempts - 1, 0), self.policy.max_backoff
-        )
+        expected = self.backoff(self.refresh_attempts - 1, self.policy.max_backoff)
         return max(expected, event.retry_after or 0.0) <= self.policy.max_foreground_wait
 
     def rejects_current_token(self, data: EventData) -> bool:
@@ -862,9 +863,7 @@ class _Model:
         self.failures += 1
         backoff = 0.0
         if self.failures > 1:
-            backoff = self.jittered(
-                min(self.policy.base_backoff * 2.0 ** (self.failures - 2), self.policy.max_connect_backoff)
-            )
+            backoff = self.jittered(self.backoff(self.failures - 2, self.policy.max_connect_backoff))
         self.retry_at = self.now + max(backoff, minimum)
         self.problem = Problem(kind=ProblemKind.UNAVAILABLE, message=message, retry_at=self.retry_at)
         if self.waiters:
@@ -893,14 +892,10 @@ class _Model:
         event: ConfigChanged = self.event(data)
         self.requires_auth = event.requires_auth
         self.misconfigured_reason = None
-        self.problem = None
-        self.failures = 0
-        self.retry_at = None
+        self.reset_failures(data)
+        self.clear_rejections(data)
+        self.clear_scope(data)
         self.rejected_token = None
-        self.rejections = 0
-        self.recovery = _Recovery.NONE
-        self.pending_scope = None
-        self.step_ups = 0
         # A refresh already sent stays in flight: its answer is logged whatever
         # the state, and no second refresh starts before it arrives.
         self.refresh_attempts = 0

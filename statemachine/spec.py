@@ -73,7 +73,7 @@ def mermaid_diagram(table: tuple[Row, ...] = TABLE) -> str:
 def _describe(row: Row) -> tuple[str, str, str, str]:
     guards = [*row.conditions, *(f"not {u}" for u in row.unless)]
     dest = row.dest.value if row.dest is not None else "(stays)"
-    actions = ", ".join(row.actions) if row.actions else ("ignore" if row.dest is None else "")
+    actions = ", ".join(row.actions) if row.actions else ("ignore" if row.is_ignore else "")
     return ", ".join(s.value for s in row.sources), " and ".join(guards) or "always", dest, actions
 
 

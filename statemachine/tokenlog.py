@@ -195,9 +195,9 @@ def apply_event(state: TokenState, event: LogEvent) -> TokenState:
             return snapshot
 
 
-def fold(records: Iterable[LogRecord], initial: TokenState | None = None) -> TokenState:
+def fold(records: Iterable[LogRecord]) -> TokenState:
     """The token state after all ``records`` (in order, contiguous)."""
-    state = initial if initial is not None else TokenState()
+    state = TokenState()
     for record in records:
         state = apply(state, record)
     return state
