@@ -165,13 +165,17 @@ async def _open(open_url: Callable[[str], bool], url: str, server_name: str) -> 
         async with asyncio.timeout(_OPEN_TIMEOUT):
             return await asyncio.to_thread(open_url, url)
     except UnsafeURLError as exc:
-        raise InsecureServerError(
-            f"Server '{server_name}': refusing to open the authorization URL ({exc}). "
-            "Report this to the server's operator.",
-            server_name=server_name,
-        ) from exc
+        raise _refused(server_name, exc) from exc
     except TimeoutError:
         return False
+
+
+def _refused(server_name: str, error: UnsafeURLError) -> InsecureServerError:
+    return InsecureServerError(
+        f"Server '{server_name}': refusing to open the authorization URL ({error}). "
+        "Report this to the server's operator.",
+        server_name=server_name,
+    )
 
 
 def _raise_for(result: CallbackResult, server_name: str, timeout: float) -> None:
@@ -275,11 +279,7 @@ async def authorize_in_browser(
         try:
             validate_authorization_url(url)
         except UnsafeURLError as exc:
-            raise InsecureServerError(
-                f"Server '{name}': refusing to open the authorization URL ({exc}). "
-                "Report this to the server's operator.",
-                server_name=name,
-            ) from exc
+            raise _refused(name, exc) from exc
         if on_url is not None:
             on_url(url)
         if not await _open(open_url, url, name) and on_url is None:

@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
+import functools
 import ipaddress
 import json
 import math
@@ -55,6 +56,7 @@ import jwt
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from mcp.client.auth import OAuthRegistrationError
 from mcp.client.auth.oauth2 import check_registration_usable
 from mcp.client.auth.utils import (
@@ -507,7 +509,7 @@ class OAuthClient:
         server_trouble: str | None = None
         for url in build_protected_resource_metadata_discovery_urls(hinted, self._server_url):
             reply, prm, prm_raw = await self._get_model(url, ProtectedResourceMetadata)
-            if reply.status >= 500 or reply.status == 429:
+            if _server_trouble(reply.status):
                 server_trouble = f"{url} answered HTTP {reply.status}"
             if prm is not None:
                 prm_url = url
@@ -560,7 +562,7 @@ class OAuthClient:
             expected = f"{parts.scheme.lower()}://{parts.netloc.lower()}"
         for url in build_oauth_authorization_server_metadata_discovery_urls(authorization_server, self._server_url):
             reply, metadata, raw = await self._get_model(url, OAuthMetadata)
-            if reply.status >= 500 or reply.status == 429:
+            if _server_trouble(reply.status):
                 raise self._discovery_failed(f"{url} answered HTTP {reply.status}", FailureClass.TRANSIENT)
             if metadata is None:
                 continue
@@ -717,7 +719,7 @@ class OAuthClient:
 
     @staticmethod
     def _reusable(current: ClientRegistration, discovery: Discovery, redirect_uri: str | None) -> bool:
-        if current.issuer is not None and not issuers_match(current.issuer, discovery.issuer):
+        if _bound_elsewhere(current, discovery):
             return False
         return redirect_uri is None or redirect_uri in current.redirect_uris
 
@@ -786,8 +788,8 @@ class OAuthClient:
                 server_name=self._server_name,
                 failure_class=FailureClass.TRANSIENT,
             ) from exc
-        if reply.status >= 500 or reply.status == 429 or reply.status not in (200, 201):
-            transient = reply.status >= 500 or reply.status == 429
+        if reply.status not in (200, 201):
+            transient = _server_trouble(reply.status)
             detail = _oauth_error_text(reply.body) or f"HTTP {reply.status}"
             raise RegistrationError(
                 f"Server '{self._server_name}': client registration at {endpoint} was refused ({detail}); "
@@ -893,10 +895,9 @@ class OAuthClient:
             "redirect_uri": redirect_uri,
             "code_verifier": code_verifier,
         }
-        result = await self._token_request(discovery, client, form, previous=None, secrets=(code, code_verifier))
-        if isinstance(result, TokenSet) and result.scope is None and scope is not None:
-            result = attrs.evolve(result, scope=scope)
-        return result
+        return await self._token_request(
+            discovery, client, form, previous=None, secrets=(code, code_verifier), requested_scope=scope
+        )
 
     async def refresh(
         self, discovery: Discovery, client: ClientRegistration, tokens: TokenSet, scope: str | None = None
@@ -938,10 +939,7 @@ class OAuthClient:
         form = {"grant_type": "client_credentials"}
         if scope:
             form["scope"] = scope
-        result = await self._token_request(discovery, client, form, previous=None, secrets=())
-        if isinstance(result, TokenSet) and result.scope is None and scope is not None:
-            result = attrs.evolve(result, scope=scope)
-        return result
+        return await self._token_request(discovery, client, form, previous=None, secrets=(), requested_scope=scope)
 
     def _client_authentication(
         self, client: ClientRegistration, form: dict[str, str], *, audience: str
@@ -968,8 +966,7 @@ class OAuthClient:
         if method in SECRET_AUTH_METHODS and not secret:
             return {}, f"the client is registered for {method} but has no client secret"
         if method == "client_secret_basic" and secret:
-            pair = f"{quote(client.client_id, safe='')}:{quote(secret, safe='')}"
-            return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}, None
+            return _basic_auth(client.client_id, secret), None
         if method == "client_secret_post" and secret:
             form["client_secret"] = secret
         return {}, None
@@ -982,10 +979,12 @@ class OAuthClient:
         *,
         previous: TokenSet | None,
         secrets: tuple[str, ...],
+        requested_scope: str | None = None,
     ) -> TokenSet | TokenFailure:
+        """One token request; a response without ``scope`` is recorded with ``requested_scope``."""
         name = self._server_name
         endpoint = discovery.token_endpoint
-        if client.issuer is not None and not issuers_match(client.issuer, discovery.issuer):
+        if _bound_elsewhere(client, discovery):
             return TokenFailure(
                 failure_class=FailureClass.CLIENT_INVALID,
                 reason=f"Server '{name}': the client was registered with {client.issuer}, not with the "
@@ -1008,7 +1007,10 @@ class OAuthClient:
                 failure_class=FailureClass.TRANSIENT,
                 reason=_redacted(f"Server '{name}': token request failed: {exc}.", redact),
             )
-        return self._classify_token_reply(reply, previous=previous, redact=redact)
+        result = self._classify_token_reply(reply, previous=previous, redact=redact)
+        if isinstance(result, TokenSet) and result.scope is None and requested_scope is not None:
+            result = attrs.evolve(result, scope=requested_scope)  # the server granted what was asked
+        return result
 
     def _classify_token_reply(
         self, reply: _Reply, *, previous: TokenSet | None, redact: tuple[str, ...]
@@ -1026,7 +1028,7 @@ class OAuthClient:
                 failure_class=FailureClass.TRANSIENT,
                 reason=f"{where} answered without a usable access_token.",
             )
-        if reply.status >= 500 or reply.status in (408, 429):
+        if _server_trouble(reply.status) or reply.status == 408:
             return TokenFailure(
                 failure_class=FailureClass.TRANSIENT,
                 reason=f"{where} answered HTTP {reply.status}.",
@@ -1061,15 +1063,22 @@ class OAuthClient:
         }.get(error, FailureClass.FINAL)
         return TokenFailure(failure_class=failure_class, reason=reason, retry_after=retry_after, error=error)
 
-    def _client_assertion(self, client_id: str, audience: str) -> tuple[str | None, str | None]:
-        """A signed RFC 7523 client assertion, or an error text (never containing the key)."""
+    @functools.cached_property
+    def _signing_key(self) -> tuple[PrivateKeyTypes | None, str | None]:
+        """The configured private key, parsed once, or an error text (never containing the key)."""
         key_pem = self._settings.private_key
         if not key_pem:
             return None, "the client uses private_key_jwt but no private key is configured (oauth.privateKey)"
         try:
-            key = serialization.load_pem_private_key(key_pem.encode(), password=None)
+            return serialization.load_pem_private_key(key_pem.encode(), password=None), None
         except (ValueError, TypeError, UnsupportedAlgorithm):
             return None, "the configured private key (oauth.privateKey) is not an unencrypted PEM private key"
+
+    def _client_assertion(self, client_id: str, audience: str) -> tuple[str | None, str | None]:
+        """A signed RFC 7523 client assertion, or an error text (never containing the key)."""
+        key, problem = self._signing_key
+        if key is None:
+            return None, problem
         algorithm = self._settings.signing_algorithm or (
             "ES256" if isinstance(key, ec.EllipticCurvePrivateKey) else "RS256"
         )
@@ -1131,8 +1140,7 @@ class OAuthClient:
         headers: dict[str, str] = {}
         if settings.idp_client_id is not None:
             if settings.idp_client_secret:
-                pair = f"{quote(settings.idp_client_id, safe='')}:{quote(settings.idp_client_secret, safe='')}"
-                headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+                headers = _basic_auth(settings.idp_client_id, settings.idp_client_secret)
             else:
                 form["client_id"] = settings.idp_client_id
         redact = (id_token, *((settings.idp_client_secret,) if settings.idp_client_secret else ()))
@@ -1149,10 +1157,9 @@ class OAuthClient:
         grant = {"grant_type": _JWT_BEARER_GRANT, "assertion": exchanged.access_token}
         if scope:
             grant["scope"] = scope
-        result = await self._token_request(discovery, client, grant, previous=None, secrets=(exchanged.access_token,))
-        if isinstance(result, TokenSet) and result.scope is None and scope is not None:
-            result = attrs.evolve(result, scope=scope)
-        return result
+        return await self._token_request(
+            discovery, client, grant, previous=None, secrets=(exchanged.access_token,), requested_scope=scope
+        )
 
     async def grant_without_browser(
         self, discovery: Discovery, client: ClientRegistration, scope: str | None
@@ -1188,7 +1195,7 @@ class OAuthClient:
         endpoint = discovery.revocation_endpoint
         if endpoint is None:
             return False
-        if client.issuer is not None and not issuers_match(client.issuer, discovery.issuer):
+        if _bound_elsewhere(client, discovery):
             return False
         pairs = [(tokens.refresh_token, "refresh_token"), (tokens.access_token, "access_token")]
         accepted = True
@@ -1205,6 +1212,22 @@ class OAuthClient:
                 return False
             accepted = accepted and reply.status == 200
         return accepted
+
+
+def _server_trouble(status: int) -> bool:
+    """An answer that says "not now" (5xx, 429 Too Many Requests): worth retrying later."""
+    return status >= 500 or status == 429
+
+
+def _bound_elsewhere(client: ClientRegistration, discovery: Discovery) -> bool:
+    """Whether the client was registered with another authorization server than the current one."""
+    return client.issuer is not None and not issuers_match(client.issuer, discovery.issuer)
+
+
+def _basic_auth(client_id: str, secret: str) -> dict[str, str]:
+    """The ``Authorization: Basic`` header of RFC 6749 section 2.3.1 (both parts form-encoded)."""
+    pair = f"{quote(client_id, safe='')}:{quote(secret, safe='')}"
+    return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
 
 
 def _json_object(body: bytes) -> dict[str, object] | None:
