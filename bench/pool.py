@@ -225,10 +225,8 @@ def write_config(path: Path, servers: dict[str, str]) -> Path:
     return path
 
 
-def new_pool(config: Path, token_dir: Path, browser: HeadlessBrowser, *, refresh_buffer: float = 300.0) -> ServerPool:
-    return ServerPool.from_config(
-        config, token_dir, connected_servers=[], interactive=True, refresh_buffer=refresh_buffer, open_url=browser
-    )
+def new_pool(config: Path, token_dir: Path, browser: HeadlessBrowser) -> ServerPool:
+    return ServerPool.from_config(config, token_dir, connected_servers=[], interactive=True, open_url=browser)
 
 
 async def timed(action: Callable[[], Awaitable[Any]]) -> float:

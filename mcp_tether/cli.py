@@ -30,6 +30,7 @@ from mcp_tether.replay import (
     LogFileError,
     TimelineEntry,
     build_timeline,
+    condition_style,
     describe_tokens,
     format_duration,
     format_time,
@@ -124,6 +125,10 @@ class Console:
     def yellow(self, text: str) -> str:
         return self.paint("33", text)
 
+    def timeline_styles(self) -> dict[str, Callable[[str], str]]:
+        """The styles :func:`mcp_tether.replay.timeline_text` takes, in this console's colours."""
+        return {"heading": self.bold, "dim": self.dim, "good": self.green, "bad": self.red, "warn": self.yellow}
+
     def line(self, text: str = "") -> None:
         """Print a line to standard output."""
         print(text, file=self.out, flush=True)
@@ -181,16 +186,14 @@ def make_pool(*, config_path: Path | None, token_dir: Path | None, on_url: Calla
 
 @attrs.define
 class _BrowserWait:
-    """The authorization URL being waited on, shared with the spinner."""
+    """Whether a browser authorization is pending, shared with the spinner."""
 
     console: Console
-    url: str | None = None
-    lock: threading.Lock = attrs.Factory(threading.Lock)
+    pending: threading.Event = attrs.Factory(threading.Event)
 
     def show(self, url: str) -> None:
         """Show the URL the browser is about to open (it may open nothing on a machine without one)."""
-        with self.lock:
-            self.url = url
+        self.pending.set()
         self.console.note(f"Opening the browser to authorize; if nothing opens, visit:\n  {url}")
 
 
@@ -209,9 +212,7 @@ async def _spinner(wait: _BrowserWait) -> AsyncIterator[None]:
     async def spin() -> None:
         nonlocal drawn
         for tick in range(10**9):  # bounded by the block, which is bounded by the authorization timeout
-            with wait.lock:
-                pending = wait.url is not None
-            if pending:
+            if wait.pending.is_set():
                 err.write(f"\r{_SPINNER[tick % 4]} waiting for the browser authorization... ")
                 err.flush()
                 drawn = True
@@ -337,7 +338,6 @@ def command_status(args: argparse.Namespace, console: Console) -> int:
     console.line(console.bold(f"{len(entries)} servers configured in {config.path}"))
     for name in config.unknown_eager:
         console.line(console.yellow(f"warning: CONNECTED_SERVERS names {name!r}, which is not configured"))
-    paint = {"valid": console.green, "expiring": console.yellow, "expired_refreshable": console.yellow}
     for entry in entries:
         console.line()
         mode = entry["mode"] if entry["problem"] is None else console.red("misconfigured")
@@ -348,7 +348,8 @@ def command_status(args: argparse.Namespace, console: Console) -> int:
         if tokens is None and entry["problem"] is None:
             console.line("  tokens: not used (no OAuth on this transport)")
         elif tokens is not None:
-            console.line(f"  tokens: {paint.get(tokens['condition'], console.red)(tokens['text'])}")
+            style = condition_style(tokens["condition"], good=console.green, warn=console.yellow, bad=console.red)
+            console.line(f"  tokens: {style(tokens['text'])}")
         last = entry["last_event"]
         if last is not None:
             console.line(
@@ -393,14 +394,7 @@ def command_replay(args: argparse.Namespace, console: Console) -> int:
         for obj in timeline_json(timeline):
             console.line(json.dumps(obj, sort_keys=True))
     else:
-        for text in timeline_text(
-            timeline,
-            heading=console.bold,
-            dim=console.dim,
-            good=console.green,
-            bad=console.red,
-            warn=console.yellow,
-        ):
+        for text in timeline_text(timeline, **console.timeline_styles()):
             console.line(text)
     return EXIT_OK
 
@@ -600,9 +594,11 @@ def _positive_int(text: str) -> int:
 
 
 def _processes(text: str) -> int:
+    from mcp_tether.testing.simulation import MAX_PROCESSES  # only `simulate` parses this
+
     value = _positive_int(text)
-    if value > 16:
-        raise argparse.ArgumentTypeError(f"at most 16 processes are simulated, not {value}")
+    if value > MAX_PROCESSES:
+        raise argparse.ArgumentTypeError(f"at most {MAX_PROCESSES} processes are simulated, not {value}")
     return value
 
 

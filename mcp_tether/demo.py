@@ -58,7 +58,10 @@ class _Demo:
         self.config_path = directory / "claude.json"
         self.token_dir = directory / "tokens"
         self.started = time.monotonic()
-        self.launches = 0
+        from mcp_tether.testing.browser import HeadlessBrowser
+
+        #: The headless stand-in for a person at a browser (approves automatically; counts launches).
+        self.browser = HeadlessBrowser(timeout=_STEP_TIMEOUT)
         self.states: list[str] = []
 
     # --- output ----------------------------------------------------------------
@@ -82,13 +85,10 @@ class _Demo:
         self.console.line(f"   {elapsed:5.2f}s  {record.server}: {self.console.bold(arrow)}  on {record.event}{note}")
 
     def open_url(self, url: str) -> bool:
-        """The headless stand-in for a person at a browser (approves automatically)."""
-        from mcp_tether.testing.browser import HeadlessBrowser
-
-        self.launches += 1
+        """Say what is opened, then hand it to the headless browser."""
         label = self.console.yellow("[headless browser: approving automatically, no person involved]")
         self.say(f"{label} opening {url.split('?')[0]}?...")
-        return HeadlessBrowser(timeout=_STEP_TIMEOUT)(url)
+        return self.browser(url)
 
     # --- steps -------------------------------------------------------------------
 
@@ -157,10 +157,10 @@ class _Demo:
             self.say(f"refreshed once; echo answered {await self.echo(pool, 'after the refresh')!r}")
 
         self.step("4. A restart: a new pool, the same token directory")
-        launches = self.launches
+        launches = self.browser.launches
         async with self.pool(clock) as pool:
             self.say(f"echo answered {await self.echo(pool, 'after the restart')!r}")
-        if self.launches != launches:
+        if self.browser.launches != launches:
             raise DemoFailed(f"server {SERVER!r}: the restart opened the browser although tokens were stored")
         self.say(console.green("the stored tokens were reused: 0 browser launches on restart"))
 
@@ -169,15 +169,13 @@ class _Demo:
 
         path = TokenStore(self.token_dir).log(SERVER).path
         timeline = build_timeline(read_log_file(path, server=SERVER), now=clock.now())
-        for text in timeline_text(
-            timeline, heading=console.bold, dim=console.dim, good=console.green, bad=console.red, warn=console.yellow
-        ):
+        for text in timeline_text(timeline, **console.timeline_styles()):
             self.say(text)
 
         counters = env.auth.counters()
         self.step("Done")
         self.say(
-            f"browser launches {self.launches}, refreshes {counters.refreshes}, "
+            f"browser launches {self.browser.launches}, refreshes {counters.refreshes}, "
             f"refresh-token reuse detected {counters.reuse_detected}, states in order: {' -> '.join(self.states)}"
         )
 
@@ -189,12 +187,8 @@ async def _main(console: Console, directory: Path) -> None:
 
     clock = OffsetClock()
     auth = SimulatedAuthorizationServer(clock=clock.now, access_token_lifetime=LIFETIME)
-    env = LoopbackOAuthEnvironment(auth)
-    await asyncio.to_thread(env.start)
-    try:
+    async with LoopbackOAuthEnvironment(auth) as env:
         await _Demo(console, directory).run(env, clock)
-    finally:
-        await asyncio.to_thread(env.stop)
 
 
 def run_demo(console: Console, *, keep: bool = False) -> int:

@@ -64,6 +64,7 @@ __all__ = [
     "TimelineMark",
     "TokenStatus",
     "build_timeline",
+    "condition_style",
     "describe_tokens",
     "format_duration",
     "format_time",
@@ -504,6 +505,18 @@ def _plain(text: str) -> str:
     return text
 
 
+def condition_style(
+    condition: str,
+    *,
+    good: Callable[[str], str] = _plain,
+    warn: Callable[[str], str] = _plain,
+    bad: Callable[[str], str] = _plain,
+) -> Callable[[str], str]:
+    """The style a token condition is shown in: valid is good; expiring, or expired with a
+    refresh token, is a warning; anything else (no tokens, a browser needed) is bad."""
+    return {"valid": good, "expiring": warn, "expired_refreshable": warn}.get(condition, bad)
+
+
 def timeline_text(
     timeline: Timeline,
     *,
@@ -523,10 +536,8 @@ def timeline_text(
     Returns:
         An iterator of lines with secrets redacted.
     """
-    by_condition = {"valid": good, "expiring": warn, "expired_refreshable": warn}
-
     def styled(status: TokenStatus) -> str:
-        return by_condition.get(status.condition, bad)(status.text)
+        return condition_style(status.condition, good=good, warn=warn, bad=bad)(status.text)
 
     entries = sum(isinstance(item, TimelineEntry) for item in timeline.items)
     server = f"server {timeline.server!r}" if timeline.server is not None else "an empty log"

@@ -85,6 +85,7 @@ from mcp_tether.statemachine.tokens import Freshness, TokenSet, TokenState
 
 __all__ = [
     "INVARIANTS",
+    "MAX_PROCESSES",
     "ConnectionSimulation",
     "InvariantViolation",
     "MemoryLog",
@@ -108,6 +109,8 @@ INVARIANTS: tuple[str, ...] = (
 )
 
 START = 1_800_000_000.0
+#: Most processes a simulation runs against one token log.
+MAX_PROCESSES = 16
 
 
 class InvariantViolation(AssertionError):
@@ -389,9 +392,9 @@ class ConnectionSimulation(RuleBasedStateMachine):
         assert sent is not None
         self.pending_refresh = None
         # The driver's protocol: under the lock, re-read the log; adopt newer tokens.
-        on_disk = self.log.read()
-        if on_disk.refresh_token is not None and on_disk.refresh_token != sent:
-            self.feed(RefreshSuperseded(state=on_disk))
+        superseded = self.superseded(sent)
+        if superseded is not None:
+            self.feed(superseded)
             return
         if outcome == "transient":
             self.feed(RefreshFailed(failure=FailureClass.TRANSIENT, reason="HTTP 503"))
@@ -534,12 +537,19 @@ class ConnectionSimulation(RuleBasedStateMachine):
             self.others_wrote = True
             self.feed(TokensChanged(state=self.log.read()))
 
-    def refresh_under_lock(self, machine: ConnectionMachine) -> Event:
-        """The refresh protocol: re-read the log; adopt newer tokens; otherwise refresh what is stored."""
-        sent = machine.tokens.refresh_token
+    def superseded(self, sent: str | None) -> RefreshSuperseded | None:
+        """The log holds a newer refresh token than ``sent`` (another process refreshed): adopt it."""
         on_disk = self.log.read()
         if on_disk.refresh_token is not None and on_disk.refresh_token != sent:
             return RefreshSuperseded(state=on_disk)
+        return None
+
+    def refresh_under_lock(self, machine: ConnectionMachine) -> Event:
+        """The refresh protocol: re-read the log; adopt newer tokens; otherwise refresh what is stored."""
+        sent = machine.tokens.refresh_token
+        superseded = self.superseded(sent)
+        if superseded is not None:
+            return superseded
         if sent is None:
             raise InvariantViolation("a refresh started without a refresh token")
         tokens = self.server.refresh(sent, self.now)
@@ -548,7 +558,7 @@ class ConnectionSimulation(RuleBasedStateMachine):
         return RefreshSucceeded(tokens=tokens)
 
     @precondition(lambda self: bool(self.peers))
-    @rule(index=st.integers(min_value=0, max_value=15), action=st.sampled_from(["use", "tick", "crash"]))
+    @rule(index=st.integers(min_value=0, max_value=MAX_PROCESSES - 1), action=st.sampled_from(["use", "tick", "crash"]))
     def peer_acts(self, index: int, action: str) -> None:
         index %= len(self.peers)
         self.counts.peer_actions += 1
@@ -622,7 +632,7 @@ def simulation_class(*, processes: int = 1, real_log: bool = False) -> type[Conn
     """A :class:`ConnectionSimulation` with ``processes`` processes sharing one log.
 
     Args:
-        processes: how many processes share the token log (1 to 16); the first is
+        processes: how many processes share the token log (1 to :data:`MAX_PROCESSES`); the first is
             driven step by step, the others act atomically under the lock discipline.
         real_log: use the real file store in a temporary directory.
 
@@ -632,8 +642,8 @@ def simulation_class(*, processes: int = 1, real_log: bool = False) -> type[Conn
     Raises:
         ValueError: ``processes`` is out of range.
     """
-    if not 1 <= processes <= 16:
-        raise ValueError(f"processes must be between 1 and 16, not {processes}")
+    if not 1 <= processes <= MAX_PROCESSES:
+        raise ValueError(f"processes must be between 1 and {MAX_PROCESSES}, not {processes}")
     return type(
         f"ConnectionSimulation{processes}P{'File' if real_log else ''}",
         (ConnectionSimulation,),
