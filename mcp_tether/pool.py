@@ -30,7 +30,7 @@ from mcp_tether.adapters.clock import Clock, SystemClock
 from mcp_tether.adapters.config import PoolConfig, ServerConfig, load_config
 from mcp_tether.adapters.filenames import token_directory
 from mcp_tether.errors import ServerNotFound, ServerUnavailable, TetherError, ToolCallError, describe
-from mcp_tether.statemachine.states import State
+from mcp_tether.statemachine.states import State, closed_message, initial_state
 from mcp_tether.statemachine.tokens import DEFAULT_REFRESH_BUFFER
 
 if TYPE_CHECKING:  # loaded with the first connection or session, not when the pool is built
@@ -231,10 +231,9 @@ class ServerPool:
         connection = self._connections.get(server)
         if connection is not None:
             state = connection.state
-        elif self._server(server).problem is not None:
-            state = State.CLOSED if self._closed else State.FAILED  # where its machine would start
-        else:
-            state = State.CLOSED if self._closed else State.LAZY
+        else:  # never used: where its machine would start
+            misconfigured = self._server(server).problem is not None
+            state = State.CLOSED if self._closed else initial_state(misconfigured=misconfigured)
         return str(state.value)
 
     def problem(self, server: str) -> str | None:
@@ -354,7 +353,7 @@ class ServerPool:
         if connection is None:
             config = self._server(server)
             if self._closed:
-                raise ServerUnavailable(server, cause=f"the pool holding {server!r} is closed")
+                raise ServerUnavailable(server, cause=closed_message(server))
             connection = self._connections[server] = self._new_connection(config, interactive=self.interactive)
         return connection
 

@@ -76,7 +76,7 @@ from mcp_tether.statemachine.events import (
     Unauthorized,
 )
 from mcp_tether.statemachine.failures import FailureClass
-from mcp_tether.statemachine.states import STATE_MEANING, State
+from mcp_tether.statemachine.states import STATE_MEANING, State, closed_message, initial_state
 from mcp_tether.statemachine.tokenlog import (
     AuthorizationFailedEvent,
     AuthorizationStarted,
@@ -558,7 +558,7 @@ class _Model:
         self.last_failure: FailureClass | None = None
         self.commands: list[Command] = []
         self._random = random.Random(zlib.crc32(server.encode("utf-8", "surrogatepass")))
-        self.state: State = State.FAILED if misconfigured is not None else State.LAZY
+        self.state: State = initial_state(misconfigured=misconfigured is not None)
 
     # --- helpers -------------------------------------------------------------
 
@@ -881,7 +881,7 @@ class _Model:
         self.wake(problem)
 
     def wake_closed(self, data: EventData) -> None:
-        self.wake(Problem(kind=ProblemKind.CLOSED, message=f"the pool holding {self.server!r} is closed"))
+        self.wake(Problem(kind=ProblemKind.CLOSED, message=closed_message(self.server)))
 
     def wake_removed(self, data: EventData) -> None:
         self.wake(

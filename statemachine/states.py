@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["STATE_MEANING", "State"]
+__all__ = ["STATE_MEANING", "State", "closed_message", "initial_state"]
 
 
 class State(enum.Enum):
@@ -45,3 +45,13 @@ STATE_MEANING: dict[State, str] = {
     "error until the retry time, then the next call reconnects.",
     State.CLOSED: "The pool closed or the server was removed from the configuration (terminal).",
 }
+
+
+def initial_state(*, misconfigured: bool) -> State:
+    """Where a connection starts: ``lazy``, or ``failed`` for an unusable configuration entry."""
+    return State.FAILED if misconfigured else State.LAZY
+
+
+def closed_message(server: str) -> str:
+    """What callers of a server are told once its pool is closed."""
+    return f"the pool holding {server!r} is closed"
