@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -201,20 +201,16 @@ class Connection:
         """
         if self.machine.state is State.CONNECTED and self._session is not None and not self._tick_due():
             return self._session
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        await self.dispatch(UseRequested())
-        try:
-            await asyncio.wait_for(asyncio.shield(waiter), timeout=self._wait_timeout())
-        except TimeoutError:
-            raise ServerUnavailable(
-                self.name,
-                cause=f"{self.name!r} did not become ready within {self._wait_timeout():g} s "
-                f"(it is {self.machine.state.value}); try again later",
-            ) from None
-        finally:
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
+        with self._waiting() as waiter:
+            await self.dispatch(UseRequested())
+            try:
+                await asyncio.wait_for(asyncio.shield(waiter), timeout=self._wait_timeout())
+            except TimeoutError:
+                raise ServerUnavailable(
+                    self.name,
+                    cause=f"{self.name!r} did not become ready within {self._wait_timeout():g} s "
+                    f"(it is {self.machine.state.value}); try again later",
+                ) from None
         if self._session is None:
             raise ServerUnavailable(self.name, cause=f"the session with {self.name!r} closed while connecting")
         return self._session
@@ -617,29 +613,36 @@ class Connection:
             await self.dispatch(TokenAccepted())
 
     async def _await_token(self, *, rejected: str | None, event: Event) -> str | None:
+        deadline = asyncio.get_running_loop().time() + self._wait_timeout()
+        with self._waiting() as waiter:
+            try:
+                await self.dispatch(event)
+                while True:
+                    if waiter.done():
+                        waiter.result()  # raises the machine's problem
+                        return self.machine.bearer()
+                    token = self.machine.bearer()
+                    if token is not None and token != rejected:
+                        return token
+                    remaining = deadline - asyncio.get_running_loop().time()
+                    if remaining <= 0:
+                        raise ServerUnavailable(
+                            self.name, cause=f"no usable token for {self.name!r} within {self._wait_timeout():g} s"
+                        )
+                    changed = self._changed
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(changed.wait(), timeout=remaining)
+            except TetherError as error:
+                self.auth_problem = error
+                raise
+
+    @contextlib.contextmanager
+    def _waiting(self) -> Iterator[asyncio.Future[None]]:
+        """Register a caller the machine will answer (``WakeWaiters``) for the duration of the block."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
-        deadline = asyncio.get_running_loop().time() + self._wait_timeout()
         try:
-            await self.dispatch(event)
-            while True:
-                if waiter.done():
-                    waiter.result()  # raises the machine's problem
-                    return self.machine.bearer()
-                token = self.machine.bearer()
-                if token is not None and token != rejected:
-                    return token
-                remaining = deadline - asyncio.get_running_loop().time()
-                if remaining <= 0:
-                    raise ServerUnavailable(
-                        self.name, cause=f"no usable token for {self.name!r} within {self._wait_timeout():g} s"
-                    )
-                changed = self._changed
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), timeout=remaining)
-        except TetherError as error:
-            self.auth_problem = error
-            raise
+            yield waiter
         finally:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
