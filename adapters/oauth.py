@@ -338,6 +338,9 @@ class OAuthClient:
         self._clock = clock
         self._timeout = request_timeout
         server_host = _origin(server_url)[1]
+        parts = urlsplit(server_url)
+        #: ``scheme://host[:port]`` of the MCP server, as written (lower case): the default issuer.
+        self._server_origin = f"{parts.scheme.lower()}://{parts.netloc.lower()}"
         self._loopback_allowed = _is_loopback_host(server_host)
         self._internal_allowed = _is_internal_host(server_host)
 
@@ -555,11 +558,7 @@ class OAuthClient:
     async def _authorization_server_metadata(
         self, authorization_server: str | None
     ) -> tuple[OAuthMetadata | None, dict[str, object]]:
-        if authorization_server is not None:
-            expected = authorization_server
-        else:
-            parts = urlsplit(self._server_url)
-            expected = f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+        expected = authorization_server if authorization_server is not None else self._server_origin
         for url in build_oauth_authorization_server_metadata_discovery_urls(authorization_server, self._server_url):
             reply, metadata, raw = await self._get_model(url, OAuthMetadata)
             if _server_trouble(reply.status):
@@ -581,8 +580,7 @@ class OAuthClient:
 
     def _legacy_discovery(self, canonical: str) -> Discovery:
         """No metadata anywhere: the 2025-03-26 default endpoints on the server's origin."""
-        parts = urlsplit(self._server_url)
-        origin = f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+        origin = self._server_origin
         self._check_server_url(origin, "authorization server")
         return Discovery(
             resource=canonical,
