@@ -998,17 +998,25 @@ class OAuthClient:
             *((client.client_secret,) if client.client_secret else ()),
             *((form["client_assertion"],) if "client_assertion" in form else ()),
         )
-        try:
-            reply = await self._send("POST", endpoint, data=form, headers=headers)
-        except _TransportTrouble as exc:
-            return TokenFailure(
-                failure_class=FailureClass.TRANSIENT,
-                reason=_redacted(f"Server '{name}': token request failed: {exc}.", redact),
-            )
+        reply = await self._post_token_form(endpoint, form, headers, redact=redact, failed="token request failed")
+        if isinstance(reply, TokenFailure):
+            return reply
         result = self._classify_token_reply(reply, previous=previous, redact=redact)
         if isinstance(result, TokenSet) and result.scope is None and requested_scope is not None:
             result = attrs.evolve(result, scope=requested_scope)  # the server granted what was asked
         return result
+
+    async def _post_token_form(
+        self, endpoint: str, form: dict[str, str], headers: dict[str, str], *, redact: tuple[str, ...], failed: str
+    ) -> _Reply | TokenFailure:
+        """POST a token request; no answer at all (timeout, connection error) is a transient failure."""
+        try:
+            return await self._send("POST", endpoint, data=form, headers=headers)
+        except _TransportTrouble as exc:
+            return TokenFailure(
+                failure_class=FailureClass.TRANSIENT,
+                reason=_redacted(f"Server '{self._server_name}': {failed}: {exc}.", redact),
+            )
 
     def _classify_token_reply(
         self, reply: _Reply, *, previous: TokenSet | None, redact: tuple[str, ...]
@@ -1142,13 +1150,11 @@ class OAuthClient:
             else:
                 form["client_id"] = settings.idp_client_id
         redact = (id_token, *((settings.idp_client_secret,) if settings.idp_client_secret else ()))
-        try:
-            reply = await self._send("POST", endpoint, data=form, headers=headers)
-        except _TransportTrouble as exc:
-            return TokenFailure(
-                failure_class=FailureClass.TRANSIENT,
-                reason=_redacted(f"Server '{name}': the identity provider's token exchange failed: {exc}.", redact),
-            )
+        reply = await self._post_token_form(
+            endpoint, form, headers, redact=redact, failed="the identity provider's token exchange failed"
+        )
+        if isinstance(reply, TokenFailure):
+            return reply
         exchanged = self._classify_token_reply(reply, previous=None, redact=redact)
         if isinstance(exchanged, TokenFailure):
             return attrs.evolve(exchanged, reason=f"{exchanged.reason} (identity provider token exchange)")
