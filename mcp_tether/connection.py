@@ -120,7 +120,7 @@ class SharedTransport:
 
 @attrs.frozen(kw_only=True)
 class TransitionRecord:
-    """One handled event, for live timelines (``ServerPool(on_transition=...)``)."""
+    """One handled event, for live timelines (``ServerPool.from_config(on_transition=...)``)."""
 
     server: str
     before: str

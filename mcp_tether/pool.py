@@ -47,7 +47,7 @@ _log = logging.getLogger("mcp_tether")
 
 @attrs.frozen(kw_only=True)
 class ConnectionOptions:
-    """What every connection of a pool shares (see :class:`ServerPool` for each field)."""
+    """What every connection of a pool shares (see :meth:`ServerPool.from_config` for each field)."""
 
     clock: Clock
     refresh_buffer: float = DEFAULT_REFRESH_BUFFER
@@ -62,6 +62,8 @@ class ConnectionOptions:
 class ServerPool:
     """Connections to every configured MCP server, used as an async context manager.
 
+    Build one with :meth:`from_config`.
+
     Example::
 
         pool = ServerPool.from_config()
@@ -73,18 +75,7 @@ class ServerPool:
         token_dir: the token directory; None means ``$MCP_TETHER_TOKEN_DIR``,
             else ``~/.claude/mcp-tokens``.
         interactive: False raises :class:`AuthorizationRequired` instead of opening a browser.
-        refresh_buffer: seconds before expiry that tokens are refreshed.
-        clock: the wall clock (tests and the demo pass one they can move).
-        open_url: opens a validated authorization URL (default: the ``webbrowser`` module).
-        authorization_timeout: seconds a person has to complete a browser authorization.
-        call_timeout: seconds a request to a server (a tool call, a tool list) may take
-            before it fails with :class:`ToolCallError`; None waits as long as the
-            transport allows.
-        on_transition: told about every state-machine step, for live timelines.
-        on_url: told each authorization URL before it is opened.
-        elicitation: answers servers' ``elicitation/create`` requests (e.g.
-            :func:`mcp_tether.elicitation.accept_defaults`); None leaves the
-            capability unadvertised.
+        options: what every connection shares (clock, timeouts, callbacks); the defaults when None.
     """
 
     def __init__(
@@ -93,29 +84,13 @@ class ServerPool:
         token_dir: Path | None = None,
         *,
         interactive: bool = True,
-        refresh_buffer: float = DEFAULT_REFRESH_BUFFER,
-        clock: Clock | None = None,
-        open_url: Callable[[str], bool] | None = None,
-        authorization_timeout: float = 300.0,
-        call_timeout: float | None = 300.0,
-        on_transition: Callable[[TransitionRecord], None] | None = None,
-        on_url: Callable[[str], None] | None = None,
-        elicitation: ElicitationHandler | None = None,
+        options: ConnectionOptions | None = None,
     ) -> None:
         self.config = config
         #: Where the token logs are (nothing is read or created until a server is used).
         self.token_dir = token_directory(token_dir)
         self.interactive = interactive
-        self.options = ConnectionOptions(
-            clock=clock or SystemClock(),
-            refresh_buffer=refresh_buffer,
-            open_url=open_url,
-            authorization_timeout=authorization_timeout,
-            call_timeout=call_timeout,
-            on_transition=on_transition,
-            on_url=on_url,
-            elicitation=elicitation,
-        )
+        self.options = options if options is not None else ConnectionOptions(clock=SystemClock())
         self._store: TokenStore | None = None
         self._transport: SharedTransport | None = None
         #: The connections made so far (a server's first use makes its connection).
@@ -164,7 +139,17 @@ class ServerPool:
             connected_servers: servers to connect on entry; default ``$CONNECTED_SERVERS`` (comma-separated).
             interactive: False raises :class:`AuthorizationRequired` instead of opening a browser.
             refresh_buffer: seconds before expiry that tokens are refreshed.
-            clock, open_url, authorization_timeout, call_timeout, on_transition, on_url, elicitation: see the class.
+            clock: the wall clock (tests and the demo pass one they can move).
+            open_url: opens a validated authorization URL (default: the ``webbrowser`` module).
+            authorization_timeout: seconds a person has to complete a browser authorization.
+            call_timeout: seconds a request to a server (a tool call, a tool list) may take
+                before it fails with :class:`ToolCallError`; None waits as long as the
+                transport allows.
+            on_transition: told about every state-machine step, for live timelines.
+            on_url: told each authorization URL before it is opened.
+            elicitation: answers servers' ``elicitation/create`` requests (e.g.
+                :func:`mcp_tether.elicitation.accept_defaults`); None leaves the
+                capability unadvertised.
 
         Raises:
             ConfigError: the file is missing, unreadable or malformed (the message names it).
@@ -174,12 +159,9 @@ class ServerPool:
         )
         for name in config.unknown_eager:
             _log.warning("CONNECTED_SERVERS names %r, which is not configured in %s", name, config.path)
-        return cls(
-            config,
-            Path(token_dir) if token_dir is not None else None,
-            interactive=interactive,
+        options = ConnectionOptions(
+            clock=clock or SystemClock(),
             refresh_buffer=refresh_buffer,
-            clock=clock,
             open_url=open_url,
             authorization_timeout=authorization_timeout,
             call_timeout=call_timeout,
@@ -187,6 +169,7 @@ class ServerPool:
             on_url=on_url,
             elicitation=elicitation,
         )
+        return cls(config, Path(token_dir) if token_dir is not None else None, interactive=interactive, options=options)
 
     def __repr__(self) -> str:
         return f"<ServerPool {len(self.config.servers)} servers from {str(self.config.path)!r}>"
