@@ -319,6 +319,15 @@ TABLE: tuple[Row, ...] = (
     ),
     _row("tokens_changed", S.CLOSED, None),
     # --- a refresh (or client-credentials grant) answered, or the log already had newer tokens ---
+    # Newer tokens on disk that are no longer usable themselves (another process refreshed, then
+    # time passed: a suspended laptop): adopt them and refresh again, with their refresh token, at once.
+    _row(
+        "refresh_superseded",
+        S.REFRESHING,
+        None,
+        when="superseding_tokens_stale",
+        do=("accept_refresh", "reset_refresh", "refresh_again"),
+    ),
     *(
         row
         for trigger in ("refresh_succeeded", "refresh_superseded")
@@ -615,6 +624,11 @@ class _Model:
     def token_usable(self, data: EventData) -> bool:
         return self.usable(self.tokens)
 
+    def superseding_tokens_stale(self, data: EventData) -> bool:
+        """The newer tokens on disk are no longer usable, but carry a refresh token to try."""
+        event: RefreshSuperseded = self.event(data)
+        return not self.usable(event.state) and event.state.refresh_token is not None
+
     def token_fresh(self, data: EventData) -> bool:
         """Usable, and either outside the refresh window or not refreshable at all."""
         if not self.usable(self.tokens):
@@ -722,6 +736,11 @@ class _Model:
             at = min(at, expires_at)
         self.refresh_retry_at = at
         self.emit(SetTimer(at=at, purpose="retry refresh"))
+
+    def refresh_again(self, data: EventData) -> None:
+        """A refresh due now (the driver's tick starts it): the answer just handled settled nothing."""
+        self.refresh_retry_at = self.now
+        self.emit(SetTimer(at=self.now, purpose="refresh with the newer refresh token"))
 
     def accept_refresh(self, data: EventData) -> None:
         event = self.event(data)

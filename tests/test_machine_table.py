@@ -192,3 +192,26 @@ def test_expired_token_with_refresh_token_refreshes_without_browser() -> None:
     assert machine.state is State.REFRESHING
     assert [type(c) for c in commands] == [StartRefresh]
     assert machine.state not in SESSION_STATES
+
+
+def test_superseding_tokens_that_expired_meanwhile_are_refreshed_again() -> None:
+    """Another process refreshed, then time passed: its tokens are adopted and refreshed, no session opens."""
+    from mcp_tether.statemachine.commands import OpenSession, SetTimer, StartRefresh
+    from mcp_tether.statemachine.events import RefreshSuperseded, TokensLoaded, UseRequested
+    from mcp_tether.statemachine.tokens import TokenSet, TokenState
+
+    machine = ConnectionMachine("x", requires_auth=True)
+    old = TokenSet(access_token="a1", refresh_token="r1", issued_at=0.0, expires_in=5.0)
+    machine.handle(ClockTick(now=100.0))
+    machine.handle(UseRequested())
+    commands = machine.handle(TokensLoaded(state=TokenState(tokens=old)))
+    assert machine.state is State.REFRESHING and any(isinstance(c, StartRefresh) for c in commands)
+    newer = TokenSet(access_token="a2", refresh_token="r2", issued_at=90.0, expires_in=5.0)  # expired at 95
+    commands = machine.handle(RefreshSuperseded(state=TokenState(tokens=newer)))
+    assert machine.state is State.REFRESHING
+    assert machine.tokens.tokens == newer
+    assert not any(isinstance(c, OpenSession) for c in commands)
+    assert [c.at for c in commands if isinstance(c, SetTimer)] == [100.0]  # due now
+    commands = machine.handle(ClockTick(now=100.0))
+    assert any(isinstance(c, StartRefresh) for c in commands)
+    assert machine.refresh_in_flight and machine.state is State.REFRESHING
